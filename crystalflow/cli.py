@@ -1,0 +1,184 @@
+"""Command-line interface: ``crystalflow build | export | import-cluster17 | stats | train | demo``.
+
+Every command reports bad input as one line on stderr (exit status 2), never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from . import __version__, embedded_cif_dir
+from .errors import UserError
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return n
+
+
+def _cmd_build(args: argparse.Namespace) -> None:
+    from .build import build_dataset
+    from .noise import noise_model
+    from .pipeline import BuildSettings
+
+    settings = BuildSettings(
+        noise=noise_model(args.noise, inversion=args.inversion),
+        noise_preset=args.noise,
+        samples_per_crystal=args.samples_per_crystal,
+        max_atoms=args.max_atoms,
+        seed=args.seed,
+    )
+    result = build_dataset(
+        args.cif_dir, args.output, settings, workers=args.workers, limit=args.limit,
+        split_by=args.split_by, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    s = result.summary
+    reasons = ", ".join(f"{k} {v}" for k, v in s["reject_reasons"].items()) or "none"
+    print(
+        f"{s['accepted_crystals']} crystals accepted of {s['inputs']} CIFs -> {s['clusters']} clusters "
+        f"(train {s['splits']['train']}, valid {s['splits']['valid']}, test {s['splits']['test']}) in {args.output}\n"
+        f"rejected {s['rejected']}: {reasons} (see rejects.csv)"
+    )
+
+
+def _cmd_export(args: argparse.Namespace) -> None:
+    from .cluster17_csv import export_cluster17
+
+    if args.format != "cluster17-csv":
+        raise UserError(f"unknown export format {args.format!r}")
+    n = export_cluster17(args.dataset_dir, args.output, split=args.split, progress=not args.quiet)
+    print(f"wrote {n} clusters to {args.output} (FinalPositions/, InitialPositions/)")
+
+
+def _cmd_import(args: argparse.Namespace) -> None:
+    from .cluster17_csv import import_cluster17
+
+    summary = import_cluster17(args.raw_dir, args.output, seed=args.seed, progress=not args.quiet)
+    print(f"imported {summary['clusters']} clusters into {args.output}; rejected {summary['rejected']}")
+
+
+def _cmd_stats(args: argparse.Namespace) -> None:
+    from .stats import dataset_stats
+
+    dataset_stats(args.dataset_dir, args.output, split=args.split)
+    print(f"figures and tables written to {args.output}")
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from .train import load_config, train
+
+    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    config = load_config(args.config, method=args.method, **overrides)
+    summary = train(args.dataset_dir, args.output, config, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=2, default=str))
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .build import build_dataset
+    from .pipeline import BuildSettings
+    from .stats import dataset_stats
+
+    out = args.output
+    start = time.time()
+    data_dir = os.path.join(out, "dataset")
+    print(f"[1/2] building the embedded COD dataset -> {data_dir}")
+    result = build_dataset(embedded_cif_dir(), data_dir, BuildSettings(seed=args.seed), workers=args.workers,
+                           progress=not args.quiet)
+    s = result.summary
+    print(f"      {s['accepted_crystals']} of {s['inputs']} crystals accepted, {s['rejected']} rejected "
+          f"({', '.join(f'{k} {v}' for k, v in s['reject_reasons'].items()) or 'none'})")
+    stats_dir = os.path.join(out, "stats")
+    print(f"[2/2] dataset statistics -> {stats_dir}")
+    dataset_stats(data_dir, stats_dir)
+    print(f"demo finished in {time.time() - start:.0f} s: open {stats_dir}/*.png")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``crystalflow`` command."""
+    from .noise import DEFAULT_PRESET, NOISE_PRESETS
+
+    p = argparse.ArgumentParser(prog="crystalflow", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"crystalflow {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    b = sub.add_parser("build", help="build a COD-Cluster17 dataset from a folder of CIF files")
+    b.add_argument("cif_dir", help="folder of .cif files (searched recursively) or one .cif file")
+    b.add_argument("-o", "--output", required=True, help="dataset directory to create or continue")
+    b.add_argument("--inversion", action="store_true", help="mirror each molecule through its centre with p=0.5")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
+    b.add_argument("--noise", choices=sorted(NOISE_PRESETS), default=DEFAULT_PRESET, help="noise preset (README)")
+    b.add_argument("--samples-per-crystal", type=_positive, default=1, help="noise draws per crystal")
+    b.add_argument("--max-atoms", type=_positive, default=200, help="largest molecule kept (atoms incl. H)")
+    b.add_argument("--limit", type=_positive, default=None, help="keep the first N accepted crystals (COD-5K: 5000)")
+    b.add_argument("--split-by", choices=["crystal", "cluster"], default="crystal",
+                   help="crystal: all clusters of one crystal share a split (default)")
+    b.add_argument("--overwrite", action="store_true", help="discard an existing build in the output directory")
+    b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    b.set_defaults(func=_cmd_build)
+
+    e = sub.add_parser("export", help="write a dataset in the released COD-Cluster17 CSV layout")
+    e.add_argument("dataset_dir")
+    e.add_argument("-o", "--output", required=True)
+    e.add_argument("--format", default="cluster17-csv", choices=["cluster17-csv"])
+    e.add_argument("--split", default="all", choices=["train", "valid", "test", "all"])
+    e.add_argument("-q", "--quiet", action="store_true")
+    e.set_defaults(func=_cmd_export)
+
+    i = sub.add_parser("import-cluster17", help="read the released COD-Cluster17 CSV layout into a dataset")
+    i.add_argument("raw_dir", help="folder holding FinalPositions/ and InitialPositions/")
+    i.add_argument("-o", "--output", required=True)
+    i.add_argument("--seed", type=int, default=0, help="seed of the 80/10/10 split when none is given")
+    i.add_argument("-q", "--quiet", action="store_true")
+    i.set_defaults(func=_cmd_import)
+
+    s = sub.add_parser("stats", help="dataset statistics: the paper's Figures 3-5 as PNG plus CSV")
+    s.add_argument("dataset_dir")
+    s.add_argument("-o", "--output", required=True)
+    s.add_argument("--split", default="all", choices=["train", "valid", "test", "all"])
+    s.set_defaults(func=_cmd_stats)
+
+    t = sub.add_parser("train", help="train GNN-MD, CrystalSDE-VE/VP or CrystalFlow-LERP on a dataset")
+    t.add_argument("dataset_dir")
+    t.add_argument("--method", choices=["lerp", "ve", "vp", "gnn-md"], default=None)
+    t.add_argument("-o", "--output", required=True, help="run directory (checkpoint, config, log)")
+    t.add_argument("--epochs", type=_positive, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--config", default=None, help="JSON file of training/model settings")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    t.add_argument("-q", "--quiet", action="store_true")
+    t.set_defaults(func=_cmd_train)
+
+    d = sub.add_parser("demo", help="build the embedded COD dataset and write its statistics")
+    d.add_argument("-o", "--output", default="crystalflow-demo")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
+    d.add_argument("-q", "--quiet", action="store_true")
+    d.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``crystalflow`` command; returns the exit status."""
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except UserError as exc:
+        print(f"crystalflow {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"crystalflow {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Reading a dataset directory: a lazy torch Dataset of clusters and the batch that models consume."""
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, fields
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .errors import UserError
+from .shards import ClusterRecord, ShardReader
+
+_INT_COLUMNS = ("index", "row", "sample", "sg_number", "z", "n_atoms", "n_molecules")
+_FLOAT_COLUMNS = ("z_prime", "density")
+
+
+def read_index(root: str) -> list[dict]:
+    """Rows of ``clusters.csv`` with numeric columns converted."""
+    path = os.path.join(root, "clusters.csv")
+    if not os.path.exists(path):
+        raise UserError(f"{root!r} is not a crystalflow dataset (no clusters.csv); run 'crystalflow build' first")
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        for k in _INT_COLUMNS:
+            r[k] = int(r[k])
+        for k in _FLOAT_COLUMNS:
+            r[k] = float(r[k])
+    return rows
+
+
+class ClusterDataset(Dataset):
+    """Clusters of one split of a dataset directory, read lazily from the HDF5 shards."""
+
+    def __init__(self, root: str, split: str = "train") -> None:
+        if split not in ("train", "valid", "test", "all"):
+            raise UserError(f"split must be train, valid, test or all, not {split!r}")
+        self.root = root
+        self.split = split
+        self.rows = [r for r in read_index(root) if split == "all" or r["split"] == split]
+        self._readers: dict[str, ShardReader] = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> ClusterRecord:
+        row = self.rows[i]
+        reader = self._readers.get(row["shard"])
+        if reader is None:
+            reader = self._readers[row["shard"]] = ShardReader(os.path.join(self.root, "shards", row["shard"]))
+        rec = reader.read(row["row"])
+        rec.meta = row
+        return rec
+
+
+class RecordDataset(Dataset):
+    """An in-memory list of :class:`ClusterRecord` (tests, predictions, imported data)."""
+
+    def __init__(self, records: Sequence[ClusterRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> ClusterRecord:
+        return self.records[i]
+
+
+@dataclass
+class Batch:
+    """Clusters flattened to atoms, PyG-style. N atoms, G molecules, B clusters."""
+
+    x_w: torch.Tensor  #: [N, 3] weakly-correlated input
+    x_s: torch.Tensor  #: [N, 3] strongly-correlated target (crystal)
+    z: torch.Tensor  #: [N] atomic numbers
+    mol: torch.Tensor  #: [N] molecule of each atom, 0..G-1
+    graph: torch.Tensor  #: [N] cluster of each atom, 0..B-1
+    atom_in_mol: torch.Tensor  #: [N] position of the atom within its molecule (same order in every molecule)
+    mol_graph: torch.Tensor  #: [G] cluster of each molecule
+    ptr: torch.Tensor  #: [B + 1] atom offsets of the clusters
+    n_mol: torch.Tensor  #: [B] molecules per cluster
+    n_atoms: torch.Tensor  #: [B] atoms per molecule
+
+    @property
+    def num_graphs(self) -> int:
+        """Number of clusters B."""
+        return int(self.n_mol.shape[0])
+
+    @property
+    def num_molecules(self) -> int:
+        """Number of molecules G."""
+        return int(self.mol_graph.shape[0])
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
+        """Copy to a device (and cast coordinates to ``dtype`` when given)."""
+        out = {}
+        for f in fields(self):
+            t = getattr(self, f.name)
+            t = t.to(device)
+            if dtype is not None and t.is_floating_point():
+                t = t.to(dtype)
+            out[f.name] = t
+        return Batch(**out)
+
+    def split_positions(self, x: torch.Tensor) -> list[np.ndarray]:
+        """Per-cluster [M, n, 3] numpy arrays from flat positions [N, 3]."""
+        out = []
+        for b in range(self.num_graphs):
+            a, e = int(self.ptr[b]), int(self.ptr[b + 1])
+            out.append(x[a:e].detach().cpu().numpy().reshape(int(self.n_mol[b]), int(self.n_atoms[b]), 3))
+        return out
+
+
+def collate(records: Sequence[ClusterRecord]) -> Batch:
+    """Stack clusters into one :class:`Batch` (positions as float32)."""
+    x_w, x_s, z, mol, graph, aim, mol_graph = [], [], [], [], [], [], []
+    n_mol, n_atoms, ptr = [], [], [0]
+    mol_offset = 0
+    for b, r in enumerate(records):
+        m, n = r.x_s.shape[:2]
+        x_w.append(torch.as_tensor(np.asarray(r.x_w, dtype=np.float32).reshape(-1, 3)))
+        x_s.append(torch.as_tensor(np.asarray(r.x_s, dtype=np.float32).reshape(-1, 3)))
+        z.append(torch.as_tensor(np.asarray(r.z, dtype=np.int64)).repeat(m))
+        mol.append(torch.arange(mol_offset, mol_offset + m).repeat_interleave(n))
+        graph.append(torch.full((m * n,), b, dtype=torch.long))
+        aim.append(torch.arange(n).repeat(m))
+        mol_graph.append(torch.full((m,), b, dtype=torch.long))
+        n_mol.append(m)
+        n_atoms.append(n)
+        ptr.append(ptr[-1] + m * n)
+        mol_offset += m
+    return Batch(
+        x_w=torch.cat(x_w), x_s=torch.cat(x_s), z=torch.cat(z), mol=torch.cat(mol), graph=torch.cat(graph),
+        atom_in_mol=torch.cat(aim), mol_graph=torch.cat(mol_graph), ptr=torch.tensor(ptr),
+        n_mol=torch.tensor(n_mol), n_atoms=torch.tensor(n_atoms),
+    )

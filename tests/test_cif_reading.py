@@ -1,0 +1,85 @@
+"""CIF reading and the named reasons for bad input: never a traceback."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crystalflow.cif import read_cif
+from crystalflow.errors import REASONS, RejectError
+from conftest import write
+
+GOOD_HEADER = """data_test
+_cell_length_a 10.0
+_cell_length_b 11.0
+_cell_length_c 12.0
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'P 1'
+"""
+SITES = """loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+{rows}
+"""
+METHANE = "C1 C 0.5 0.5 0.5\nH1 H 0.6089 0.5 0.5\nH2 H 0.4637 0.5991 0.5\nH3 H 0.4637 0.4505 0.5858\nH4 H 0.4637 0.4505 0.4142"
+
+
+OCCUPANCY = """loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+_atom_site_occupancy
+C1 C 0.5 0.5 0.5 1
+O1 O 0.6 0.5 0.5 0.5
+"""
+
+
+def reason(path) -> str:
+    with pytest.raises(RejectError) as info:
+        read_cif(path)
+    assert info.value.reason in REASONS
+    return info.value.reason
+
+
+def test_reads_symmetric_cif(embedded_dir):
+    c = read_cif(embedded_dir / "2100348-benzene.cif")
+    assert c.spacegroup == "P b c a" and c.n_symops == 8
+    assert c.cod_id == "2100348"
+    assert len(c.z) == 4 * 12  # four benzene molecules (on inversion centres) of 12 atoms
+    assert np.all((c.frac >= 0) & (c.frac < 1))
+
+
+def test_reads_p1_cell(tmp_path):
+    c = read_cif(write(tmp_path / "m.cif", GOOD_HEADER + SITES.format(rows=METHANE)))
+    assert c.n_symops == 1 and sorted(c.z.tolist()) == [1, 1, 1, 1, 6]
+    assert c.volume == pytest.approx(1320.0)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "unreadable"),
+        (bytes(range(256)) * 8, "unreadable"),
+        (GOOD_HEADER + "loop_\n_atom_site_label\n_atom_site_fract_x\n_atom_site_fract_y\n_atom_site_fract_z\nC1 0.1 0.2\n", "unreadable"),
+        (GOOD_HEADER, "no_atoms"),
+        (GOOD_HEADER + SITES.format(rows=""), "no_atoms"),
+        (SITES.format(rows=METHANE).replace("loop_", "data_x\nloop_", 1), "no_cell"),
+        (GOOD_HEADER + SITES.format(rows="Q1 Qq 0.1 0.1 0.1"), "unknown_element"),
+        (GOOD_HEADER.replace("'P 1'", "'X q'") + SITES.format(rows=METHANE), "no_symmetry"),
+        (GOOD_HEADER + OCCUPANCY, "disordered"),
+    ],
+    ids=["empty", "binary", "truncated-loop", "no-atom-loop", "empty-loop", "no-cell", "unknown-element",
+         "unknown-spacegroup", "partial-occupancy"],
+)
+def test_bad_input_has_a_reason(tmp_path, content, expected):
+    assert reason(write(tmp_path / "bad.cif", content)) == expected
+
+
+def test_missing_file_is_unreadable(tmp_path):
+    assert reason(tmp_path / "nope.cif") == "unreadable"
