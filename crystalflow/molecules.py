@@ -16,11 +16,14 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
 from .cif import Crystal
-from .elements import ATOMIC_MASS, COVALENT_RADIUS, formula
+from .elements import ATOMIC_MASS, COVALENT_RADIUS, formula, symbol
 from .errors import RejectError
 
 #: Å added to the sum of covalent radii to call two atoms bonded (cod-tools uses the same idea)
 BOND_TOLERANCE = 0.45
+#: the tolerance for bonds to hydrogen: smaller, so short hydrogen bonds (H···O 1.3–1.5 Å in
+#: DFT-relaxed cells) do not join molecules into chains
+HYDROGEN_BOND_TOLERANCE = 0.25
 #: atoms closer than this (Å) cannot both be real
 MIN_ATOM_DISTANCE = 0.5
 #: molecules related by symmetry superpose better than this (Å RMSD) in the same atom order
@@ -74,7 +77,8 @@ def periodic_bonds(crystal: Crystal, tolerance: float = BOND_TOLERANCE) -> tuple
     if too_close.any():
         a = int(np.flatnonzero(too_close)[0])
         raise RejectError("overlapping_atoms", f"atoms {i[a]} and {j[a]} are {d[a]:.2f} Å apart")
-    bonded = (d < radii[i] + radii[j] + tolerance) & ~self_pair
+    tol = np.where((crystal.z[i] == 1) | (crystal.z[j] == 1), min(tolerance, HYDROGEN_BOND_TOLERANCE), tolerance)
+    bonded = (d < radii[i] + radii[j] + tol) & ~self_pair
     return i[bonded], j[bonded], shifts[s[bonded]]
 
 
@@ -103,7 +107,8 @@ def find_molecules(crystal: Crystal, tolerance: float = BOND_TOLERANCE) -> list[
                     queue.append(b)
                 elif not np.array_equal(offset[b], want):
                     raise RejectError(
-                        "polymeric", f"atom {b} bonds to its own periodic image {tuple(want - offset[b])}"
+                        "polymeric",
+                        f"atom {b} ({symbol(crystal.z[b])}) bonds to its own image {tuple((want - offset[b]).tolist())}",
                     )
         atoms = np.array(sorted(members), dtype=np.int64)
         molecules.append(Molecule(atoms=atoms, shift=offset[atoms]))
