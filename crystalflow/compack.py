@@ -41,7 +41,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crystalflow.metrics import kabsch
+from .geometry import kabsch
 
 #: atomic number of hydrogen, whose atoms are ignored
 HYDROGEN = 1

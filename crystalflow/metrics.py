@@ -23,6 +23,9 @@ import gemmi
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from .compack import compack
+from .geometry import kabsch
+
 #: default tolerance (Å) below which two molecules count as interpenetrating in :func:`separation`
 SEPARATION_THRESHOLD = 0.5
 #: default largest atom-atom distance (Å) of a cluster still counted as compact
@@ -32,7 +35,6 @@ PERCENT = 100.0
 #: maximal number of (superpose, reassign) rounds in :func:`rmsd_matched`
 MATCH_ROUNDS = 10
 #: relative size of the smallest singular value below which a point set counts as planar in Kabsch
-PLANAR_TOL = 1e-6
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -200,30 +202,6 @@ def rigidity(pred: np.ndarray, true: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------------- superposition
-def kabsch(
-    P: np.ndarray, Q: np.ndarray, allow_reflection: bool = False
-) -> tuple[np.ndarray, np.ndarray, float]:
-    """Optimal superposition of points ``P`` onto ``Q`` (both ``[N, 3]``).
-
-    Returns ``(R, t, rmsd)`` minimising ``|P @ R.T + t - Q|``; ``rmsd`` is the root mean square
-    deviation after superposition. ``R`` is a proper rotation unless ``allow_reflection`` is set and an
-    improper one fits strictly better; for (near-)planar or linear ``P`` both fit equally and the proper
-    rotation is returned, so handedness is only reported when it is actually determined.
-    """
-    p, q = np.asarray(P, dtype=np.float64), np.asarray(Q, dtype=np.float64)
-    if p.shape != q.shape or p.ndim != 2 or p.shape[1] != 3:
-        raise ValueError(f"P and Q must both have shape [N, 3], got {p.shape} and {q.shape}")
-    p_mean, q_mean = p.mean(axis=0), q.mean(axis=0)
-    u, s, vt = np.linalg.svd((p - p_mean).T @ (q - q_mean))
-    improper = np.linalg.det(vt.T @ u.T) < 0
-    planar = s[-1] <= PLANAR_TOL * s[0]
-    sign = -1.0 if improper and (planar or not allow_reflection) else 1.0
-    r = vt.T @ np.diag([1.0, 1.0, sign]) @ u.T
-    t = q_mean - p_mean @ r.T
-    rmsd = math.sqrt(float(np.mean(np.sum((p @ r.T + t - q) ** 2, axis=1))))
-    return r, t, rmsd
-
-
 def _assign(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
     """Hungarian assignment: ``perm[b]`` = predicted molecule placed on true molecule ``b``.
 
@@ -300,9 +278,6 @@ def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[s
     rigidity, rmsd_matched, compack_*) is computed for the single sample with the lowest ``pm_atom``.
     ``compack_success`` is 100 or 0 so that its mean over clusters is a percentage.
     """
-    # imported here because crystalflow.compack itself imports kabsch from this module
-    from crystalflow.compack import compack
-
     p, t = _check_pair(pred, true)
     zz = _check_z(z, t.shape[1])
     pm_atoms = pm_atom_samples(p, t)

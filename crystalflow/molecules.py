@@ -18,6 +18,7 @@ from scipy.spatial import cKDTree
 from .cif import Crystal
 from .elements import ATOMIC_MASS, COVALENT_RADIUS, formula, symbol
 from .errors import RejectError
+from .geometry import kabsch
 
 #: Å added to the sum of covalent radii to call two atoms bonded (cod-tools uses the same idea)
 BOND_TOLERANCE = 0.45
@@ -127,18 +128,6 @@ def centre_of_mass(x: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.tensordot(w / w.sum(), x, axes=([0], [-2]))
 
 
-def kabsch(p: np.ndarray, q: np.ndarray, allow_reflection: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Orthogonal R and translation t minimising |p @ R.T + t - q| (R proper unless reflections allowed)."""
-    pc, qc = p.mean(0), q.mean(0)
-    h = (p - pc).T @ (q - qc)
-    u, _, vt = np.linalg.svd(h)
-    d = np.eye(3)
-    if not allow_reflection and np.linalg.det(vt.T @ u.T) < 0:
-        d[2, 2] = -1.0
-    r = vt.T @ d @ u.T
-    return r, qc - pc @ r.T
-
-
 def match_atoms(ref: np.ndarray, z_ref: np.ndarray, mov: np.ndarray, z_mov: np.ndarray, max_tries: int = 256) -> tuple[np.ndarray, float]:
     """Permutation ``perm`` with ``mov[perm] ≈ ref`` up to an isometry (rotation, maybe improper).
 
@@ -164,14 +153,13 @@ def match_atoms(ref: np.ndarray, z_ref: np.ndarray, mov: np.ndarray, z_mov: np.n
     tries = 0
     for combo in _consistent(anchors, candidates, d_ref, d_mov, tol):
         for reflect in (False, True):
-            r, t = kabsch(ref[anchors], mov[list(combo)], allow_reflection=reflect)
+            r, t, _ = kabsch(ref[anchors], mov[list(combo)], allow_reflection=reflect)
             if reflect and np.linalg.det(r) > 0:
                 continue
             moved = ref @ r.T + t
             cost = ((moved[:, None, :] - mov[None, :, :]) ** 2).sum(-1) + element_penalty
             rows, cols = linear_sum_assignment(cost)
-            r2, t2 = kabsch(ref, mov[cols], allow_reflection=True)
-            rmsd = float(np.sqrt(((ref @ r2.T + t2 - mov[cols]) ** 2).sum(-1).mean()))
+            rmsd = kabsch(ref, mov[cols], allow_reflection=True)[2]
             if rmsd < best_rmsd:
                 best_perm, best_rmsd = cols, rmsd
         tries += 1
