@@ -77,8 +77,47 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
     config = load_config(args.config, method=args.method, **overrides)
+    from .distributed import env_info
+
     summary = train(args.dataset_dir, args.output, config, resume=args.resume, progress=not args.quiet)
-    print(json.dumps(summary, indent=2, default=str))
+    if env_info().is_main:
+        print(json.dumps(summary, indent=2, default=str))
+
+
+def _cmd_sample(args: argparse.Namespace) -> None:
+    from .samplers import SOLVERS, sample_dataset
+    from .train import load_model
+
+    if args.solver not in SOLVERS:
+        raise UserError(f"unknown solver {args.solver!r}")
+    model, config = load_model(args.run_dir, which=args.weights)
+    info = {"method": config.model.method, "model": os.path.abspath(args.run_dir), "weights": args.weights}
+    sample_dataset(
+        model, args.dataset_dir, args.split, args.output, info, samples=args.samples, steps=args.steps,
+        solver=args.solver, keep_trajectory=args.trajectory, batch_clusters=args.batch, seed=args.seed,
+        limit=args.limit, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    print(f"predictions written to {args.output}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate
+
+    result = evaluate(args.pred_dir, args.output, progress=not args.quiet)
+    for split, metrics in result.items():
+        if split in ("info", "per_cluster"):
+            continue
+        shown = ", ".join(f"{k} {v['mean']:.3g}±{v['std']:.2g}" for k, v in metrics.items() if isinstance(v, dict))
+        print(f"{split}: {shown}")
+    print(f"metrics written to {args.output}")
+
+
+def _cmd_baseline(args: argparse.Namespace) -> None:
+    from .baselines import run_baseline
+
+    run_baseline(args.name, args.dataset_dir, args.split, args.output, samples=args.samples, seed=args.seed,
+                 progress=not args.quiet, overwrite=args.overwrite, limit=args.limit)
+    print(f"{args.name} predictions written to {args.output}")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -156,6 +195,41 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    sm = sub.add_parser("sample", help="predict crystals for a dataset split with a trained model")
+    sm.add_argument("run_dir", help="training run directory (or checkpoint file)")
+    sm.add_argument("dataset_dir")
+    sm.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    sm.add_argument("-o", "--output", required=True, help="prediction directory to create")
+    sm.add_argument("--samples", type=_positive, default=1, help="K samples per cluster (PM is the min over K)")
+    sm.add_argument("--steps", type=_positive, default=20, help="fixed steps of euler/rk4")
+    sm.add_argument("--solver", default="euler", choices=["euler", "rk4", "dopri5"])
+    sm.add_argument("--trajectory", type=int, default=0, metavar="FRAMES", help="keep FRAMES+1 trajectory frames")
+    sm.add_argument("--weights", default="ema", choices=["ema", "best", "last"])
+    sm.add_argument("--batch", type=_positive, default=4, help="clusters per batch")
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
+    sm.add_argument("--overwrite", action="store_true")
+    sm.add_argument("-q", "--quiet", action="store_true")
+    sm.set_defaults(func=_cmd_sample)
+
+    ev = sub.add_parser("evaluate", help="score a prediction directory (PM, collision, COMPACK, ...)")
+    ev.add_argument("pred_dir")
+    ev.add_argument("-o", "--output", required=True, help="metrics.json to write")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=_cmd_evaluate)
+
+    bl = sub.add_parser("baseline", help="identity or PackMol predictions for a dataset split")
+    bl.add_argument("name", choices=["identity", "packmol"])
+    bl.add_argument("dataset_dir")
+    bl.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    bl.add_argument("-o", "--output", required=True)
+    bl.add_argument("--samples", type=_positive, default=1)
+    bl.add_argument("--seed", type=int, default=0)
+    bl.add_argument("--limit", type=_positive, default=None)
+    bl.add_argument("--overwrite", action="store_true")
+    bl.add_argument("-q", "--quiet", action="store_true")
+    bl.set_defaults(func=_cmd_baseline)
 
     d = sub.add_parser("demo", help="build the embedded COD dataset and write its statistics")
     d.add_argument("-o", "--output", default="crystalflow-demo")
