@@ -120,6 +120,12 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
     print(f"{args.name} predictions written to {args.output}")
 
 
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from .predict import run_command
+
+    run_command(args)
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from .build import build_dataset
     from .pipeline import BuildSettings
@@ -230,6 +236,12 @@ def make_parser() -> argparse.ArgumentParser:
     bl.add_argument("--overwrite", action="store_true")
     bl.add_argument("-q", "--quiet", action="store_true")
     bl.set_defaults(func=_cmd_baseline)
+
+    pr = sub.add_parser("predict", help="candidate crystal packings for a molecule (SMILES or structure file)")
+    from .predict import add_arguments
+
+    add_arguments(pr)
+    pr.set_defaults(func=_cmd_predict)
 
     d = sub.add_parser("demo", help="build the embedded COD dataset and write its statistics")
     d.add_argument("-o", "--output", default="crystalflow-demo")
