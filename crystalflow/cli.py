@@ -121,9 +121,15 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import run_command
+    from .predict import predict
 
-    run_command(args)
+    cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
+                    out_dir=args.output, progress=not args.quiet)
+    print("rank  score     density  min_contact  collision  rigidity  compact")
+    for c in cands:
+        print(f"{c.rank:4d}  {c.score:8.3f}  {c.density:7.3f}  {c.min_contact:11.2f}  {c.collision:9.3f}  "
+              f"{c.rigidity:8.3f}  {'yes' if c.compact else 'no'}")
+    print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -238,9 +244,13 @@ def make_parser() -> argparse.ArgumentParser:
     bl.set_defaults(func=_cmd_baseline)
 
     pr = sub.add_parser("predict", help="candidate crystal packings for a molecule (SMILES or structure file)")
-    from .predict import add_arguments
-
-    add_arguments(pr)
+    pr.add_argument("molecule", help="SMILES, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule (CIF: its first)")
+    pr.add_argument("-o", "--output", required=True, help="directory for the candidates and the viewer")
+    pr.add_argument("--model", default=None, help="training run directory (default: the shipped model)")
+    pr.add_argument("--samples", type=_positive, default=8, help="number of candidates K")
+    pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--steps", type=_positive, default=20, help="Euler steps of the flow")
+    pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 
     d = sub.add_parser("demo", help="build the embedded COD dataset and write its statistics")

@@ -448,30 +448,6 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
 
 
 # ------------------------------------------------------------------------------------------ command line
-def add_arguments(parser: "argparse.ArgumentParser") -> None:
-    """Add the arguments of ``crystalflow predict MOLECULE -o OUT_DIR [...]`` to ``parser``."""
-    parser.add_argument("molecule", help="SMILES string, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule "
-                                         "(a CIF: its first molecule)")
-    parser.add_argument("-o", "--output", required=True, help="directory for the candidates and the viewer")
-    parser.add_argument("--model", default=None, help="training run directory (default: the shipped model)")
-    parser.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help="number of candidates K")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="Euler steps of the flow")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-
-
-def run_command(args: "argparse.Namespace") -> list[Candidate]:
-    """Run ``crystalflow predict`` for parsed ``args`` (see :func:`add_arguments`); print a summary table."""
-    cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
-                    out_dir=args.output, progress=not args.quiet)
-    print("rank  score     density  min_contact  collision  rigidity  compact")
-    for c in cands:
-        print(f"{c.rank:4d}  {c.score:8.3f}  {c.density:7.3f}  {c.min_contact:11.2f}  {c.collision:9.3f}  "
-              f"{c.rigidity:8.3f}  {'yes' if c.compact else 'no'}")
-    print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
-    return cands
-
-
 # ------------------------------------------------------------------------------------------ outputs
 def _file_stem(rank: int, total: int) -> str:
     return f"candidate_{rank:0{max(2, len(str(total)))}d}"

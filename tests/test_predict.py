@@ -217,14 +217,12 @@ def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
     assert len(cands) == 2
     notes = (out / "notes.txt").read_text()
     assert str(run_dir) in notes and "'spread': 1.2" in notes
-    # the command-line entry point the CLI wires up
-    import argparse
+    # the command line
+    from crystalflow.cli import main
 
-    parser = argparse.ArgumentParser()
-    P.add_arguments(parser)
-    args = parser.parse_args([ASPIRIN, "-o", str(tmp_path / "cli"), "--model", str(run_dir), "--samples", "2",
-                              "--steps", "1", "--seed", "3", "-q"])
-    assert len(P.run_command(args)) == 2 and (tmp_path / "cli" / "viewer.html").exists()
+    assert main(["predict", ASPIRIN, "-o", str(tmp_path / "cli"), "--model", str(run_dir), "--samples", "2",
+                 "--steps", "1", "--seed", "3", "-q"]) == 0
+    assert (tmp_path / "cli" / "viewer.html").exists()
     (run_dir / P.NOISE_FILE).write_text("[1, 2]")
     with pytest.raises(UserError, match="bad noise description"):
         P.run_noise(str(run_dir))
