@@ -8,9 +8,8 @@ import argparse
 import json
 import os
 import sys
-import time
 
-from . import __version__, embedded_cif_dir
+from . import __version__
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -132,24 +131,19 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
 
 
-def _cmd_demo(args: argparse.Namespace) -> None:
-    from .build import build_dataset
-    from .pipeline import BuildSettings
-    from .stats import dataset_stats
+def _cmd_benchmark(args: argparse.Namespace) -> None:
+    from .benchmark import full_plan, quick_plan, run_benchmark
 
-    out = args.output
-    start = time.time()
-    data_dir = os.path.join(out, "dataset")
-    print(f"[1/2] building the embedded COD dataset -> {data_dir}")
-    result = build_dataset(embedded_cif_dir(), data_dir, BuildSettings(seed=args.seed), workers=args.workers,
-                           progress=not args.quiet)
-    s = result.summary
-    print(f"      {s['accepted_crystals']} of {s['inputs']} crystals accepted, {s['rejected']} rejected "
-          f"({', '.join(f'{k} {v}' for k, v in s['reject_reasons'].items()) or 'none'})")
-    stats_dir = os.path.join(out, "stats")
-    print(f"[2/2] dataset statistics -> {stats_dir}")
-    dataset_stats(data_dir, stats_dir)
-    print(f"demo finished in {time.time() - start:.0f} s: open {stats_dir}/*.png")
+    plan = quick_plan() if args.quick else full_plan(args.shared)
+    if args.seeds:
+        plan.seeds = tuple(range(args.seeds))
+    run_benchmark(args.output, plan, progress=not args.quiet)
+
+
+def _cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(args.output, seed=args.seed, workers=args.workers, epochs=args.epochs, progress=not args.quiet)
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -253,9 +247,18 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 
-    d = sub.add_parser("demo", help="build the embedded COD dataset and write its statistics")
+    bm = sub.add_parser("benchmark", help="reproduce the layout of the paper's Tables 1-2 (methods x baselines)")
+    bm.add_argument("--quick", action="store_true", help="embedded COD set, small model (about 15 min on 2 cores)")
+    bm.add_argument("--shared", default=os.path.join("..", "shared", "data"), help="folder with cod/ csd500/ ocelot/")
+    bm.add_argument("--seeds", type=_positive, default=None, help="number of seeds (default 3)")
+    bm.add_argument("-o", "--output", required=True, help="report directory (re-running continues it)")
+    bm.add_argument("-q", "--quiet", action="store_true")
+    bm.set_defaults(func=_cmd_benchmark)
+
+    d = sub.add_parser("demo", help="the whole pipeline on the embedded COD set: data, training, evaluation, aspirin, report")
     d.add_argument("-o", "--output", default="crystalflow-demo")
     d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--epochs", type=_positive, default=8, help="training epochs of the demo model")
     d.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)

@@ -104,7 +104,7 @@ class TrainConfig:
     weight_decay: float = 0.0  #: AdamW decoupled weight decay (0: Adam)
     grad_clip: float | None = 1.0  #: max global gradient norm (None or 0: no clipping)
     ema_decay: float = 0.999
-    warmup_steps: int = 100  #: linear LR warmup before the cosine decay
+    warmup_steps: int = 100  #: linear LR warmup before the cosine decay (at most a tenth of the run)
     final_lr_ratio: float = 0.01  #: the cosine ends at lr * final_lr_ratio
     schedule_epochs: int | None = None  #: length of the cosine schedule (None: epochs)
     seed: int = 0
@@ -302,6 +302,10 @@ class EMA:
             avg.lerp_(p.detach(), 1.0 - decay)
         for avg, b in zip(self.module.buffers(), model.buffers()):
             avg.copy_(b)
+
+
+#: warmup never takes more than 1/MAX_WARMUP_FRACTION of the scheduled steps (short runs)
+MAX_WARMUP_FRACTION = 10
 
 
 def cosine_lambda(total_steps: int, warmup_steps: int, final_ratio: float) -> Callable[[int], float]:
@@ -543,7 +547,9 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.total_steps = (cfg.schedule_epochs or cfg.epochs) * self.steps_per_epoch
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, cosine_lambda(self.total_steps, cfg.warmup_steps, cfg.final_lr_ratio)
+            self.optimizer,
+            cosine_lambda(self.total_steps, min(cfg.warmup_steps, self.total_steps // MAX_WARMUP_FRACTION),
+                          cfg.final_lr_ratio),
         )
         self.loss_module: nn.Module = LossModule(self.model)
         if self.info.enabled:

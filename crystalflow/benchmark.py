@@ -1,0 +1,226 @@
+"""The benchmark: the layout of CrystalFlow's Tables 1 and 2 on the data available, in one call.
+
+For each noise variant (without / with inversion) a dataset is built; for each seed every method
+(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP) is trained, sampled on the test split and
+evaluated, next to the identity and PackMol baselines on the same test clusters. Results are the mean ±
+std over seeds of the per-cluster test means, written as results.csv, results.md and plots.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import __version__, embedded_cif_dir
+from .build import build_dataset
+from .errors import UserError
+from .noise import DEFAULT_PRESET, noise_model
+from .pipeline import BuildSettings
+
+METHODS = ("gnn-md", "ve", "vp", "lerp")
+BASELINES = ("identity", "packmol")
+LABELS = {
+    "gnn-md": "GNN-MD", "ve": "CrystalSDE-VE", "vp": "CrystalSDE-VP", "lerp": "CrystalFlow-LERP",
+    "identity": "identity (x_w)", "packmol": "PackMol",
+}
+VARIANTS = {"plain": False, "inversion": True}
+#: metrics shown in results.md, with their direction (True: higher is better)
+TABLE_METRICS = {
+    "pm_atom": False, "pm_center": False, "rmsd_matched": False, "compack_success": True,
+    "compack_n_matched": True, "collision": False, "separation": True, "rigidity": False,
+}
+
+
+#: quick preset: molecules up to this many atoms (keeps clusters below ~900 atoms)
+QUICK_MAX_ATOMS = 50
+QUICK_EPOCHS = 6
+
+
+@dataclass
+class BenchmarkPlan:
+    """What a benchmark run does; ``quick`` and ``full`` are the two presets."""
+
+    sources: list[str]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    methods: tuple[str, ...] = METHODS
+    baselines: tuple[str, ...] = BASELINES
+    epochs: int = 20
+    batch_size: int = 4
+    max_atoms: int = 200
+    samples_per_crystal: int = 1
+    samples: int = 4  #: K samples per test cluster
+    steps: int = 20
+    model: dict = field(default_factory=dict)  #: ModelConfig overrides
+    workers: int = 2
+
+
+def quick_plan() -> BenchmarkPlan:
+    """The embedded COD set, small molecules, a small model: about 15 minutes on 2 cores."""
+    return BenchmarkPlan(
+        sources=[embedded_cif_dir()], epochs=QUICK_EPOCHS, max_atoms=QUICK_MAX_ATOMS, samples_per_crystal=2,
+        samples=2, steps=10, model={"hidden": 32, "layers": 2},
+    )
+
+
+def full_plan(shared_data: str) -> BenchmarkPlan:
+    """All three folders of ../shared/data (COD, CSD-500, OCELOT)."""
+    sources = [os.path.join(shared_data, d) for d in ("cod", "csd500", "ocelot")]
+    missing = [s for s in sources if not os.path.isdir(s)]
+    if missing:
+        raise UserError(f"full benchmark needs {', '.join(missing)}; use --quick for the embedded set")
+    return BenchmarkPlan(sources=sources, epochs=30, samples=4)
+
+
+def _link_inputs(sources: list[str], dest: str) -> str:
+    """One folder of symlinks to the CIFs of several sources (names prefixed by their folder)."""
+    os.makedirs(dest, exist_ok=True)
+    for src in sources:
+        tag = os.path.basename(os.path.normpath(src))
+        for name in sorted(os.listdir(src)):
+            if name.lower().endswith(".cif"):
+                link = os.path.join(dest, f"{tag}-{name}")
+                if not os.path.lexists(link):
+                    os.symlink(os.path.abspath(os.path.join(src, name)), link)
+    return dest
+
+
+def _test_means(metrics: dict) -> dict[str, float]:
+    return {k: v["mean"] for k, v in metrics.get("test", {}).items() if isinstance(v, dict) and "mean" in v}
+
+
+def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=print) -> dict:
+    """Run ``plan`` into ``out_dir``; finished steps (runs, predictions, metrics) are reused on re-run."""
+    from .baselines import run_baseline
+    from .evaluate import evaluate
+    from .models import ModelConfig
+    from .samplers import sample_dataset
+    from .train import TrainConfig, load_model, train
+
+    start = time.time()
+    os.makedirs(out_dir, exist_ok=True)
+    inputs = _link_inputs(plan.sources, os.path.join(out_dir, "inputs"))
+    rows: list[dict] = []
+    for variant, inversion in VARIANTS.items():
+        settings = BuildSettings(
+            noise=noise_model(DEFAULT_PRESET, inversion), noise_preset=DEFAULT_PRESET,
+            samples_per_crystal=plan.samples_per_crystal, max_atoms=plan.max_atoms, seed=0,
+        )
+        data = os.path.join(out_dir, "data", variant)
+        log(f"[{variant}] dataset -> {data}")
+        summary = build_dataset(inputs, data, settings, workers=plan.workers, progress=progress).summary
+        log(f"[{variant}] {summary['clusters']} clusters (test {summary['splits']['test']})")
+        for seed in plan.seeds:
+            for name in plan.methods + plan.baselines:
+                tag = f"{variant}/{name}/seed{seed}"
+                pred = os.path.join(out_dir, "pred", variant, name, f"seed{seed}")
+                metrics_path = os.path.join(pred, "metrics.json")
+                t0 = time.time()
+                if not os.path.exists(metrics_path):
+                    if name in plan.baselines:
+                        run_baseline(name, data, "test", pred, samples=plan.samples, seed=seed,
+                                     progress=progress, overwrite=True)
+                    else:
+                        run_dir = os.path.join(out_dir, "runs", variant, name, f"seed{seed}")
+                        if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not _finished(run_dir):
+                            shutil.rmtree(run_dir, ignore_errors=True)
+                            config = TrainConfig(
+                                epochs=plan.epochs, batch_size=plan.batch_size, seed=seed, log_every=10**9,
+                                model=ModelConfig(method=name, **plan.model),
+                            )
+                            train(data, run_dir, config, progress=progress)
+                        model, _ = load_model(run_dir)
+                        info = {"method": name, "model": run_dir, "weights": "ema"}
+                        sample_dataset(model, data, "test", pred, info, samples=plan.samples, steps=plan.steps,
+                                       seed=seed, overwrite=True, progress=progress)
+                    evaluate(pred, metrics_path, progress=False)
+                with open(metrics_path) as f:
+                    means = _test_means(json.load(f))
+                rows.append({"variant": variant, "method": name, "seed": seed, **means})
+                log(f"[{tag}] pm_atom {means.get('pm_atom', float('nan')):.2f} "
+                    f"pm_center {means.get('pm_center', float('nan')):.2f} "
+                    f"compack_success {means.get('compack_success', float('nan')):.0f}% ({time.time() - t0:.0f} s)")
+    seconds = time.time() - start
+    report = write_report(out_dir, rows, plan, seconds)
+    log(f"benchmark finished in {seconds / 60:.1f} min: {os.path.join(out_dir, 'results.md')}")
+    return report
+
+
+def _finished(run_dir: str) -> bool:
+    return os.path.exists(os.path.join(run_dir, "log.csv")) and os.path.exists(os.path.join(run_dir, "best.pt"))
+
+
+def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
+    """(variant, method) -> metric -> (mean over seeds, std over seeds, number of seeds)."""
+    out: dict[tuple[str, str], dict[str, tuple[float, float, int]]] = {}
+    for key in sorted({(r["variant"], r["method"]) for r in rows}):
+        group = [r for r in rows if (r["variant"], r["method"]) == key]
+        metrics = sorted({k for r in group for k in r} - {"variant", "method", "seed"})
+        out[key] = {}
+        for m in metrics:
+            vals = np.array([r[m] for r in group if m in r and np.isfinite(r[m])], dtype=float)
+            out[key][m] = (float(vals.mean()), float(vals.std()), len(vals)) if len(vals) else (float("nan"), 0.0, 0)
+    return out
+
+
+def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: float) -> dict:
+    """results.csv (one row per variant, method, seed), results.md (Tables 1–2 layout) and plots."""
+    table = summarise(rows)
+    metric_names = sorted({k for r in rows for k in r} - {"variant", "method", "seed"})
+    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["variant", "method", "seed", *metric_names])
+        w.writeheader()
+        w.writerows(rows)
+    order = list(plan.methods + plan.baselines)
+    lines = [
+        "# crystalflow benchmark",
+        "",
+        f"crystalflow {__version__}; data: {', '.join(os.path.basename(os.path.normpath(s)) for s in plan.sources)}; "
+        f"seeds {list(plan.seeds)}; {plan.epochs} epochs; K = {plan.samples} samples, {plan.steps} Euler steps; "
+        f"molecules up to {plan.max_atoms} atoms; wall time {seconds / 60:.1f} min.",
+        "",
+        "Mean ± std over seeds of the test-split means. PM in Å (min over K samples; lower is better); "
+        "compack_success in % of clusters (≥ 8/15 molecules matched with RMSD < 2 Å); collision in % of "
+        "inter-molecular atom pairs; separation in % of molecule pairs.",
+    ]
+    for variant, title in (("plain", "Table 1: without inversion"), ("inversion", "Table 2: with inversion")):
+        lines += ["", f"## {title}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
+                  "|---|" + "---|" * len(TABLE_METRICS)]
+        for method in order:
+            stats = table.get((variant, method))
+            if not stats:
+                continue
+            cells = [f"{stats[m][0]:.2f} ± {stats[m][1]:.2f}" if m in stats else "–" for m in TABLE_METRICS]
+            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    _plot(out_dir, table, order)
+    return {"rows": rows, "seconds": seconds, "results_md": os.path.join(out_dir, "results.md")}
+
+
+def _plot(out_dir: str, table: dict, order: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for ax, metric, unit in zip(axes, ("pm_atom", "pm_center", "compack_success"), ("Å", "Å", "%")):
+        width = 0.4
+        for k, variant in enumerate(VARIANTS):
+            methods = [m for m in order if (variant, m) in table]
+            vals = [table[(variant, m)].get(metric, (np.nan, 0, 0)) for m in methods]
+            x = np.arange(len(methods)) + (k - 0.5) * width
+            ax.bar(x, [v[0] for v in vals], width, yerr=[v[1] for v in vals], label=variant, capsize=3)
+        ax.set_xticks(np.arange(len(order)))
+        ax.set_xticklabels([LABELS[m] for m in order], rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{metric} ({unit})")
+        ax.legend(fontsize=8)
+    fig.suptitle("crystalflow benchmark: test split, mean ± std over seeds")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "results.png"), dpi=120)
+    plt.close(fig)
