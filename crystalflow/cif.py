@@ -98,14 +98,17 @@ def crystal_from_small(small: gemmi.SmallStructure, path: str, block: gemmi.cif.
             site.element = gemmi.Element(z)
         if site.occ < FULL_OCCUPANCY:
             raise RejectError("disordered", f"site {site.label} occupancy {site.occ:g}")
+        if site.disorder_group < 0:  # disorder about a symmetry element: the copies overlap
+            raise RejectError("disordered", f"site {site.label} in disorder group {site.disorder_group}")
     for coord in ("x", "y", "z"):
         if any(np.isnan(getattr(s.fract, coord)) for s in small.sites):
             raise RejectError("no_atoms", "an atom site has no numeric fractional coordinate")
     sg = small.spacegroup
-    if sg is None:
-        raise RejectError(
-            "no_symmetry", f"space group {small.spacegroup_hm!r} with {len(small.symops)} operators not recognised"
-        )
+    if sg is None and not small.symops:
+        raise RejectError("no_symmetry", f"space group {small.spacegroup_hm!r} not recognised and no operators given")
+    # operators that gemmi cannot name (e.g. a 3D section of a superspace group) are still applied
+    hm, number = (sg.hm, sg.number) if sg else (small.spacegroup_hm or "", 0)
+    n_symops = len(sg.operations()) if sg else len(small.symops)
     sites = small.get_all_unit_cell_sites()  # gemmi applies the operators and merges special positions
     frac = np.array([[s.fract.x, s.fract.y, s.fract.z] for s in sites], dtype=np.float64) % 1.0
     z = np.array([s.element.atomic_number for s in sites], dtype=np.int64)
@@ -117,8 +120,8 @@ def crystal_from_small(small: gemmi.SmallStructure, path: str, block: gemmi.cif.
         lattice=lattice,
         frac=frac,
         z=z,
-        spacegroup=sg.hm,
-        sg_number=sg.number,
-        n_symops=len(sg.operations()),
+        spacegroup=hm,
+        sg_number=number,
+        n_symops=n_symops,
         declared_formula=(block.find_value("_chemical_formula_sum") or "").strip("'\""),
     )

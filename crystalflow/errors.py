@@ -8,7 +8,7 @@ REASONS: dict[str, str] = {
     "no_atoms": "no atom sites with fractional coordinates",
     "no_symmetry": "space group not given (neither symmetry operators nor a recognised name)",
     "unknown_element": "an atom site whose element cannot be determined",
-    "disordered": "partially occupied atom sites (occupancy < 1); alternative positions left in as full atoms show up as overlapping_atoms",
+    "disordered": "partially occupied atom sites (occupancy < 1), or a negative disorder group (disorder about a symmetry element)",
     "overlapping_atoms": "two atoms closer than a chemically possible distance after symmetry expansion",
     "polymeric": "a molecule bonds to its own periodic image (polymeric / network solid)",
     "multi_component": "more than one kind of molecule (salts, solvates, co-crystals)",

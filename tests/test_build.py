@@ -128,6 +128,6 @@ def test_killed_build_resumes(embedded_dir, tmp_path):
     fresh = tmp_path / "fresh"
     build_dataset(str(src), str(fresh), workers=1, progress=False)  # same chunking as the killed run
     a, b = _arrays(out), _arrays(fresh)
-    assert [k for k, _, _ in a] == [k for k, _, _ in b] and len(a) == 4 * 62
+    assert [k for k, _, _ in a] == [k for k, _, _ in b] and len(a) == 4 * 63
     assert all(np.array_equal(x, y) and np.array_equal(u, v) for (_, x, u), (_, y, v) in zip(a, b))
     assert rows(out / "clusters.csv") == rows(fresh / "clusters.csv")

@@ -1,0 +1,152 @@
+"""Crystallization models: flow matching along a probability path (LERP, VE, VP) or direct regression (GNN-MD).
+
+Coordinates are cluster-centred inside the model: each cluster's mean of x_w is subtracted from x_w,
+x_s and x_t before anything else (and added back to predictions). This makes every loss translation
+invariant and puts the VP path, which contracts towards the origin, in the frame it needs; the
+backbones are translation invariant anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from . import paths
+from .backbone import BackboneConfig, build_backbone
+from .dataset import Batch
+
+METHODS = ("lerp", "ve", "vp", "gnn-md")
+FLOW_METHODS = ("lerp", "ve", "vp")
+#: default number of Euler steps of :meth:`CrystalModel.predict`
+DEFAULT_STEPS = 20
+#: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
+REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cutoff": 5.0}
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
+
+    method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md'
+    backbone: str = "fast"  #: 'fast' | 'reference'
+    hidden: int = 64
+    layers: int = 3
+    n_rbf: int = 20
+    cutoff: float = 5.0  #: reference backbone: atom-pair cutoff (Å); the paper uses 20 and 50
+    intra_cutoff: float = 3.0  #: fast backbone: intra-molecular pairs within this distance in x_w (Å)
+    contact_cutoff: float = 4.0  #: fast backbone: inter-molecular atom contacts within this distance in x_t (Å)
+    mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
+    lerp_sigma: float = paths.LERP_SIGMA
+    lerp_sigma_min: float = paths.LERP_SIGMA_MIN
+    lerp_exact_target: bool = False  #: add σ̇_t ε to the LERP target (the paper uses x_s − x_w)
+    ve_sigma_min: float = paths.VE_SIGMA_MIN
+    ve_sigma_max: float = paths.VE_SIGMA_MAX
+    vp_beta_min: float = paths.VP_BETA_MIN
+    vp_beta_max: float = paths.VP_BETA_MAX
+    vp_scale: float = paths.VP_SCALE  #: length unit (Å) of the VP process
+    compile: bool = False  #: torch.compile the backbone's layer stack
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
+        if self.backbone not in ("fast", "reference"):
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose 'fast' or 'reference'")
+
+    def to_dict(self) -> dict:
+        """Plain dict (JSON-serialisable)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        names = {f.name for f in fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
+        return cls(**d)
+
+    def backbone_config(self) -> BackboneConfig:
+        """The :class:`BackboneConfig` this model config implies."""
+        return BackboneConfig(
+            variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
+            intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff, mol_cutoff=self.mol_cutoff,
+            time=self.method in FLOW_METHODS, compile=self.compile,
+        )
+
+    def path(self) -> paths.AffinePath | None:
+        """The probability path of a flow method (None for gnn-md)."""
+        if self.method == "lerp":
+            return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min, self.lerp_exact_target)
+        if self.method == "ve":
+            return paths.ve_path(self.ve_sigma_min, self.ve_sigma_max)
+        if self.method == "vp":
+            return paths.vp_path(self.vp_beta_min, self.vp_beta_max, scale=self.vp_scale)
+        return None
+
+
+class CrystalModel(nn.Module):
+    """A backbone plus a training objective and a sampler (see the module docstring for the frame)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = build_backbone(config.backbone_config())
+        self.path = config.path()
+
+    @property
+    def is_flow(self) -> bool:
+        """True for lerp / ve / vp."""
+        return self.path is not None
+
+    @staticmethod
+    def centres(batch: Batch) -> Tensor:
+        """Per-atom centre [N, 3]: the mean of x_w over the atom's cluster."""
+        return paths.cluster_mean(batch.x_w, batch.graph, batch.num_graphs)[batch.graph]
+
+    def loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """Mean squared error per atom coordinate (flow: velocity regression; gnn-md: positions)."""
+        c = self.centres(batch)
+        x_w, x_s = batch.x_w - c, batch.x_s - c
+        if not self.is_flow:
+            return ((x_w + self.backbone(x_w, x_w, None, batch) - x_s) ** 2).mean()
+        t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
+        noise = torch.randn(x_w.shape, generator=generator, device=x_w.device, dtype=x_w.dtype)
+        t_atom = t[batch.graph, None]
+        x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
+        target = self.path.target_velocity(x_w, x_s, t_atom, noise)
+        return ((self.backbone(x_t, x_w, t, batch) - target) ** 2).mean()
+
+    def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
+        """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
+        if not self.is_flow:
+            raise ValueError("gnn-md has no velocity field; use predict()")
+        t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
+        if t.dim() == 0:
+            t = t.expand(batch.num_graphs)
+        c = self.centres(batch)
+        return self.backbone(x_t - c, batch.x_w - c, t, batch)
+
+    def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
+        """x_0 [N, 3] in the batch's frame (gnn-md: x_w itself)."""
+        if not self.is_flow:
+            return batch.x_w.clone()
+        return self.path.prior_sample(batch.x_w, batch.graph, batch.num_graphs, generator)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch, steps: int = DEFAULT_STEPS, generator: torch.Generator | None = None) -> Tensor:
+        """Predicted crystal [N, 3]: Euler integration of the flow from t=0 to 1 (gnn-md: one forward pass)."""
+        if not self.is_flow:
+            c = self.centres(batch)
+            x_w = batch.x_w - c
+            return x_w + self.backbone(x_w, x_w, None, batch) + c
+        x = self.prior(batch, generator)
+        dt = 1.0 / steps
+        for k in range(steps):
+            x = x + dt * self.velocity(x, k * dt, batch)
+        return x
+
+
+def build_model(config: ModelConfig) -> CrystalModel:
+    """A fresh :class:`CrystalModel` for ``config``."""
+    return CrystalModel(config)

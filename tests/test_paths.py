@@ -1,0 +1,199 @@
+"""Tests of crystalflow.paths: end points, finite-difference velocities and hand-computed values."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from crystalflow.paths import (
+    LerpScheduler,
+    VEScheduler,
+    VPScheduler,
+    cluster_mean,
+    lerp_path,
+    ve_path,
+    vp_path,
+)
+
+N_ATOMS = 12
+FD_STEP = 1e-6  #: central-difference step in t (float64)
+FD_TOL = 1e-6
+EXACT = 1e-12
+
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def tensors(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x_w = torch.randn(N_ATOMS, 3, generator=g, dtype=torch.float64) * 5
+    x_s = torch.randn(N_ATOMS, 3, generator=g, dtype=torch.float64) * 5
+    noise = torch.randn(N_ATOMS, 3, generator=g, dtype=torch.float64)
+    return x_w, x_s, noise
+
+
+def full(t: float) -> torch.Tensor:
+    return torch.full((N_ATOMS, 1), t, dtype=torch.float64)
+
+
+def fd_velocity(path, x_w, x_s, noise, t: float) -> torch.Tensor:
+    """Central difference d x_t / dt at fixed ε."""
+    hi = path.sample_xt(x_w, x_s, full(t + FD_STEP), noise)
+    lo = path.sample_xt(x_w, x_s, full(t - FD_STEP), noise)
+    return (hi - lo) / (2 * FD_STEP)
+
+
+TIMES = [0.1, 0.37, 0.5, 0.9]
+
+
+# ---------------------------------------------------------------------------------------- LERP
+
+
+def test_lerp_end_points():
+    x_w, x_s, noise = tensors()
+    noiseless = lerp_path(sigma=0.0)
+    torch.testing.assert_close(noiseless.sample_xt(x_w, x_s, full(0.0), noise), x_w, atol=EXACT, rtol=0)
+    torch.testing.assert_close(noiseless.sample_xt(x_w, x_s, full(1.0), noise), x_s, atol=EXACT, rtol=0)
+    noisy = lerp_path(sigma=0.2, sigma_min=1e-3)
+    torch.testing.assert_close(noisy.sample_xt(x_w, x_s, full(0.0), noise), x_w + 0.2 * noise, atol=EXACT, rtol=0)
+    torch.testing.assert_close(noisy.sample_xt(x_w, x_s, full(1.0), noise), x_s + 0.2e-3 * noise, atol=EXACT, rtol=0)
+
+
+@pytest.mark.parametrize("t", TIMES)
+def test_lerp_target_is_paper_velocity_and_fd_without_noise(t):
+    x_w, x_s, noise = tensors()
+    path = lerp_path(sigma=0.1)
+    torch.testing.assert_close(path.target_velocity(x_w, x_s, full(t), noise), x_s - x_w, atol=EXACT, rtol=0)
+    noiseless = lerp_path(sigma=0.0)
+    torch.testing.assert_close(noiseless.target_velocity(x_w, x_s, full(t), noise),
+                               fd_velocity(noiseless, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
+    exact = lerp_path(sigma=0.1, exact_target=True)
+    torch.testing.assert_close(exact.target_velocity(x_w, x_s, full(t), noise),
+                               fd_velocity(exact, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
+
+
+def test_lerp_hand_values():
+    x_w, x_s, noise = tensors()
+    sched = LerpScheduler(sigma=0.1, sigma_min=1e-3)
+    c = sched(torch.tensor(0.25, dtype=torch.float64))
+    assert float(c.sigma_t) == pytest.approx(0.1 * (1 - 0.999 * 0.25))
+    x_t = lerp_path(0.1, 1e-3).sample_xt(x_w, x_s, full(0.25), noise)
+    torch.testing.assert_close(x_t, 0.75 * x_w + 0.25 * x_s + 0.1 * (1 - 0.999 * 0.25) * noise, atol=EXACT, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ VE
+
+
+def test_ve_end_points():
+    x_w, x_s, noise = tensors()
+    path = ve_path(sigma_min=0.01, sigma_max=20.0)
+    torch.testing.assert_close(path.sample_xt(x_w, x_s, full(1.0), noise), x_s + 0.01 * noise, atol=EXACT, rtol=0)
+    torch.testing.assert_close(path.sample_xt(x_w, x_s, full(0.0), noise), x_s + 20.0 * noise, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("t", TIMES)
+def test_ve_target_fd_and_eq29(t):
+    x_w, x_s, noise = tensors()
+    path = ve_path(sigma_min=0.01, sigma_max=20.0)
+    target = path.target_velocity(x_w, x_s, full(t), noise)
+    torch.testing.assert_close(target, fd_velocity(path, x_w, x_s, noise, t), atol=1e-5, rtol=1e-7)
+    x_t = path.sample_xt(x_w, x_s, full(t), noise)
+    # eq. 29 with the 1 − t reparametrisation: u_t = −ln(σ_max/σ_min) (x − x_s), towards the crystal
+    torch.testing.assert_close(target, -math.log(20.0 / 0.01) * (x_t - x_s), atol=1e-10, rtol=1e-12)
+    torch.testing.assert_close(path.velocity_from_xt(x_t, x_w, x_s, full(t)), target, atol=1e-10, rtol=1e-12)
+
+
+def test_ve_hand_values():
+    c = VEScheduler(0.01, 20.0)(torch.tensor([0.5, 0.0, 1.0], dtype=torch.float64))
+    torch.testing.assert_close(c.sigma_t, torch.tensor([math.sqrt(0.01 * 20.0), 20.0, 0.01], dtype=torch.float64))
+    torch.testing.assert_close(c.d_sigma_t, -math.log(2000.0) * c.sigma_t)
+
+
+# ------------------------------------------------------------------------------------------ VP
+
+
+def test_vp_end_points():
+    x_w, x_s, noise = tensors()
+    path = vp_path(beta_min=0.1, beta_max=20.0, scale=2.5)
+    torch.testing.assert_close(path.sample_xt(x_w, x_s, full(1.0), noise), x_s, atol=EXACT, rtol=0)
+    alpha_1 = math.exp(-0.25 * (0.1 + 20.0))  # α(u=1) = exp(−T(1)/2), T(1) = (β_min + β_max)/2
+    x_0 = path.sample_xt(x_w, x_s, full(0.0), noise)
+    torch.testing.assert_close(x_0, alpha_1 * x_s + 2.5 * math.sqrt(1 - alpha_1**2) * noise, atol=EXACT, rtol=0)
+    assert alpha_1 < 7e-3
+    assert path.t_max < 1.0
+
+
+@pytest.mark.parametrize("t", TIMES)
+def test_vp_target_fd_and_affine_form(t):
+    x_w, x_s, noise = tensors()
+    path = vp_path()
+    target = path.target_velocity(x_w, x_s, full(t), noise)
+    torch.testing.assert_close(target, fd_velocity(path, x_w, x_s, noise, t), atol=1e-5, rtol=1e-7)
+    x_t = path.sample_xt(x_w, x_s, full(t), noise)
+    torch.testing.assert_close(path.velocity_from_xt(x_t, x_w, x_s, full(t)), target, atol=1e-9, rtol=1e-9)
+
+
+def test_vp_hand_values():
+    t = 0.5
+    u = 1 - t
+    T = u * 0.1 + 0.5 * u * u * (20.0 - 0.1)
+    alpha = math.exp(-T / 2)
+    d_alpha = 0.5 * (0.1 + u * 19.9) * alpha
+    sigma = math.sqrt(1 - alpha**2)
+    scale = 10.0  # the process runs on x / scale
+    c = VPScheduler(0.1, 20.0, scale)(torch.tensor(t, dtype=torch.float64))
+    assert float(c.alpha_t) == pytest.approx(alpha, rel=1e-12)
+    assert float(c.sigma_t) == pytest.approx(scale * sigma, rel=1e-12)
+    assert float(c.d_alpha_t) == pytest.approx(d_alpha, rel=1e-12)
+    assert float(c.d_sigma_t) == pytest.approx(-scale * alpha * d_alpha / sigma, rel=1e-12)
+
+
+# ----------------------------------------------------------------------------------- schedulers
+
+
+@pytest.mark.parametrize("sched", [LerpScheduler(0.3, 1e-3), VEScheduler(0.01, 20.0), VPScheduler(0.1, 20.0)])
+def test_scheduler_derivatives_match_finite_differences(sched):
+    t = torch.tensor(TIMES, dtype=torch.float64)
+    c, hi, lo = sched(t), sched(t + FD_STEP), sched(t - FD_STEP)
+    for name in ("alpha_t", "omega_t", "sigma_t"):
+        fd = (getattr(hi, name) - getattr(lo, name)) / (2 * FD_STEP)
+        torch.testing.assert_close(getattr(c, "d_" + name), fd, atol=1e-5, rtol=1e-6)
+
+
+# ------------------------------------------------------------------------------- priors, times
+
+
+def test_cluster_mean():
+    x = torch.tensor([[0.0, 0, 0], [2, 0, 0], [1, 1, 1], [3, 3, 3], [5, 5, 5]], dtype=torch.float64)
+    graph = torch.tensor([0, 0, 1, 1, 1])
+    torch.testing.assert_close(cluster_mean(x, graph, 2), torch.tensor([[1.0, 0, 0], [3, 3, 3]], dtype=torch.float64))
+
+
+def test_priors():
+    n = 20000
+    g = torch.Generator().manual_seed(0)
+    x_w = torch.randn(n, 3, generator=g, dtype=torch.float64) * 3 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
+    graph = torch.zeros(n, dtype=torch.long)
+    centre = x_w.mean(0)
+    ve = ve_path(sigma_max=20.0).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    assert torch.allclose(ve.mean(0), centre, atol=0.5) and ve.std(0).sub(20.0).abs().max() < 0.5
+    vp = vp_path(scale=1.0).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    assert torch.allclose(vp.mean(0), centre, atol=0.05) and vp.std(0).sub(1.0).abs().max() < 0.05
+    vp10 = vp_path().prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))  # default unit: 10 Å
+    assert vp10.std(0).sub(10.0).abs().max() < 0.5
+    noise = torch.randn(x_w.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    lerp = lerp_path(sigma=0.1).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(lerp, x_w + 0.1 * noise)
+
+
+def test_sample_t_range():
+    for path in (lerp_path(), ve_path(), vp_path()):
+        t = path.sample_t(1000, torch.Generator().manual_seed(0))
+        assert t.shape == (1000,) and float(t.min()) >= 0.0 and float(t.max()) <= path.t_max
