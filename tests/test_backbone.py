@@ -1,0 +1,194 @@
+"""Tests of crystalflow.backbone: E(3) equivariance, molecule permutation, cluster isolation, neighbour search."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from crystalflow.backbone import (
+    BackboneConfig,
+    build_backbone,
+    intra_pairs,
+    molecule_pairs,
+    radius_pairs,
+)
+from crystalflow.dataset import collate
+from crystalflow.shards import ClusterRecord
+
+#: two small made-up molecules (Å) with atomic numbers
+MOL_A = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3], [0.3, -0.9, 0.9]])
+Z_A = np.array([6, 6, 8, 7, 1])
+MOL_B = np.array([[0.0, 0.0, 0.0], [1.2, 0.3, 0.0], [-0.4, 1.1, -0.2]])
+Z_B = np.array([8, 1, 1])
+SPACING = 4.5  #: distance between neighbouring molecule centres in x_s (Å), so contacts < 4 Å exist
+TOL = 1e-5
+EXACT = 1e-10
+
+SMALL = {"hidden": 16, "layers": 2, "n_rbf": 8}
+VARIANTS = {
+    "reference": BackboneConfig(variant="reference", cutoff=5.0, **SMALL),
+    "fast": BackboneConfig(variant="fast", intra_cutoff=3.0, contact_cutoff=4.0, mol_cutoff=30.0, **SMALL),
+}
+
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def make_record(template: np.ndarray, z: np.ndarray, n_mol: int, seed: int) -> ClusterRecord:
+    """A toy cluster: randomly rotated copies on a grid (x_s) and a rotated, spread, displaced copy (x_w)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3) * SPACING
+    centres = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_mol]]
+    body = template - template.mean(0)
+    rot_s = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
+    rot_w = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
+    x_s = np.einsum("mij,nj->mni", rot_s, body) + centres[:, None]
+    new_centres = 1.6 * centres + rng.normal(0.0, 1.5, centres.shape)
+    x_w = np.einsum("mij,mnj->mni", rot_w, x_s - centres[:, None]) + new_centres[:, None]
+    return ClusterRecord(x_s=x_s, x_w=x_w, z=z)
+
+
+def two_clusters():
+    return [make_record(MOL_A, Z_A, 7, seed=1), make_record(MOL_B, Z_B, 5, seed=2)]
+
+
+def run(model, batch, x, x_w, t):
+    with torch.no_grad():
+        return model(x, x_w, t, batch)
+
+
+def midpoint(batch, frac=0.6):
+    return batch.x_w + frac * (batch.x_s - batch.x_w)
+
+
+@pytest.fixture(params=list(VARIANTS))
+def model(request):
+    torch.manual_seed(0)
+    return build_backbone(VARIANTS[request.param]).double()
+
+
+def test_rotation_and_translation_equivariance(model):
+    batch = collate(two_clusters()).to("cpu", torch.float64)
+    t = torch.tensor([0.3, 0.8], dtype=torch.float64)
+    x = midpoint(batch)
+    rot = torch.tensor(Rotation.random(random_state=7).as_matrix())
+    shift = torch.tensor([4.0, -3.0, 11.0], dtype=torch.float64)
+    out = run(model, batch, x, batch.x_w, t)
+    out_moved = run(model, batch, x @ rot.T + shift, batch.x_w @ rot.T + shift, t)
+    assert out.abs().max() > 1e-6  # not trivially zero
+    torch.testing.assert_close(out_moved, out @ rot.T, atol=TOL, rtol=0)
+    out_shifted = run(model, batch, x + shift, batch.x_w + shift, t)
+    torch.testing.assert_close(out_shifted, out, atol=TOL, rtol=0)
+
+
+def test_fast_variant_uses_contacts_and_intra_pairs():
+    batch = collate(two_clusters()).to("cpu", torch.float64)
+    i, j = intra_pairs(batch.x_w, batch, 3.0)
+    assert len(i) > 0 and bool((batch.mol[i] == batch.mol[j]).all())
+    ci, cj = radius_pairs(batch.x_s, batch.ptr, 4.0, mol=batch.mol, directed=False)
+    assert len(ci) > 0 and bool((batch.mol[ci] != batch.mol[cj]).all())
+
+
+def test_molecule_permutation_permutes_output(model):
+    rec = make_record(MOL_A, Z_A, 7, seed=3)
+    perm = np.array([3, 0, 6, 1, 5, 2, 4])
+    permuted = ClusterRecord(x_s=rec.x_s[perm], x_w=rec.x_w[perm], z=rec.z)
+    b1 = collate([rec]).to("cpu", torch.float64)
+    b2 = collate([permuted]).to("cpu", torch.float64)
+    t = torch.tensor([0.5], dtype=torch.float64)
+    out1 = run(model, b1, midpoint(b1), b1.x_w, t).reshape(7, len(Z_A), 3)
+    out2 = run(model, b2, midpoint(b2), b2.x_w, t).reshape(7, len(Z_A), 3)
+    torch.testing.assert_close(out2, out1[torch.as_tensor(perm)], atol=EXACT, rtol=0)
+
+
+def test_clusters_in_a_batch_do_not_interact(model):
+    a, b = two_clusters()
+    # put cluster B on top of cluster A: any cross-cluster edge would change A's output
+    b = ClusterRecord(x_s=b.x_s + 0.5, x_w=b.x_w - 0.5, z=b.z)
+    alone = collate([a]).to("cpu", torch.float64)
+    both = collate([a, b]).to("cpu", torch.float64)
+    t_alone = torch.tensor([0.4], dtype=torch.float64)
+    t_both = torch.tensor([0.4, 0.9], dtype=torch.float64)
+    out_alone = run(model, alone, midpoint(alone), alone.x_w, t_alone)
+    out_both = run(model, both, midpoint(both), both.x_w, t_both)
+    torch.testing.assert_close(out_both[: len(out_alone)], out_alone, atol=EXACT, rtol=0)
+    # and the other order
+    both_rev = collate([b, a]).to("cpu", torch.float64)
+    out_rev = run(model, both_rev, midpoint(both_rev), both_rev.x_w, t_both.flip(0))
+    torch.testing.assert_close(out_rev[-len(out_alone):], out_alone, atol=EXACT, rtol=0)
+
+
+def test_radius_pairs_match_brute_force():
+    batch = collate(two_clusters())
+    x, ptr = batch.x_s.double(), batch.ptr
+    cutoff = 4.0
+    d = torch.cdist(x, x)
+    same_cluster = batch.graph[:, None] == batch.graph[None, :]
+    other_mol = batch.mol[:, None] != batch.mol[None, :]
+    expect = (d < cutoff) & same_cluster & ~torch.eye(len(x), dtype=torch.bool)
+    i, j = radius_pairs(x, ptr, cutoff)
+    got = torch.zeros_like(expect)
+    got[i, j] = True
+    assert torch.equal(got, expect) and len(i) == int(expect.sum())
+    i, j = radius_pairs(x, ptr, cutoff, mol=batch.mol, directed=False)
+    assert bool((i < j).all())
+    got = torch.zeros_like(expect)
+    got[i, j] = True
+    assert torch.equal(got | got.T, expect & other_mol)
+
+
+def test_intra_pairs_match_brute_force():
+    batch = collate(two_clusters())
+    x = batch.x_w.double()
+    d = torch.cdist(x, x)
+    expect = torch.triu((d < 2.5) & (batch.mol[:, None] == batch.mol[None, :]), diagonal=1)
+    i, j = intra_pairs(x, batch, 2.5)
+    got = torch.zeros_like(expect)
+    got[i, j] = True
+    assert torch.equal(got, expect) and len(i) == int(expect.sum())
+
+
+def test_molecule_pairs_stay_in_cluster():
+    batch = collate(two_clusters())
+    g, h = molecule_pairs(batch.mol_graph)
+    assert len(g) == 7 * 6 + 5 * 4
+    assert bool((batch.mol_graph[g] == batch.mol_graph[h]).all()) and bool((g != h).all())
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_float32_gradients_finite_with_coincident_atoms(variant):
+    torch.manual_seed(0)
+    net = build_backbone(VARIANTS[variant])
+    batch = collate(two_clusters())
+    x = batch.x_w.clone()
+    x[1] = x[0]  # two atoms on top of each other
+    out = net(x, batch.x_w, torch.tensor([0.0, 1.0]), batch)
+    assert out.dtype == torch.float32 and out.shape == x.shape
+    out.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_time_embedding_matters_and_is_required():
+    torch.manual_seed(0)
+    net = build_backbone(VARIANTS["fast"]).double()
+    batch = collate(two_clusters()).to("cpu", torch.float64)
+    x = midpoint(batch)
+    a = run(net, batch, x, batch.x_w, torch.tensor([0.1, 0.1], dtype=torch.float64))
+    b = run(net, batch, x, batch.x_w, torch.tensor([0.9, 0.9], dtype=torch.float64))
+    assert (a - b).abs().max() > 1e-8
+    with pytest.raises(ValueError):
+        run(net, batch, x, batch.x_w, None)
+    no_time = build_backbone(BackboneConfig(variant="fast", time=False, **SMALL)).double()
+    assert run(no_time, batch, x, batch.x_w, None).shape == x.shape
+
+
+def test_unknown_variant_rejected():
+    with pytest.raises(ValueError):
+        build_backbone(BackboneConfig(variant="nope"))

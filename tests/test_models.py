@@ -1,0 +1,147 @@
+"""Tests of crystalflow.models: config round trip, losses, sampling API and overfitting one small cluster."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from crystalflow.dataset import collate
+from crystalflow.models import METHODS, ModelConfig, build_model
+from crystalflow.shards import ClusterRecord
+
+MOL = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3]])
+Z = np.array([6, 6, 8, 7])
+SPACING = 4.5
+TINY = {"hidden": 16, "layers": 2, "n_rbf": 8}
+#: overfitting: Adam steps, learning rate and the required drop of the loss
+OVERFIT_STEPS = 400
+OVERFIT_LR = 5e-3
+OVERFIT_FACTOR = 100.0
+
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+def make_record(n_mol: int, seed: int) -> ClusterRecord:
+    """A toy cluster: rotated copies of MOL on a grid (x_s); rotated, spread, displaced copies (x_w)."""
+    rng = np.random.default_rng(seed)
+    grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3) * SPACING
+    centres = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_mol]]
+    body = MOL - MOL.mean(0)
+    rot_s = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
+    rot_w = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
+    x_s = np.einsum("mij,nj->mni", rot_s, body) + centres[:, None]
+    new_centres = 1.6 * centres + rng.normal(0.0, 1.5, centres.shape)
+    x_w = np.einsum("mij,mnj->mni", rot_w, x_s - centres[:, None]) + new_centres[:, None]
+    return ClusterRecord(x_s=x_s, x_w=x_w, z=Z)
+
+
+def small_batch(dtype=torch.float64):
+    return collate([make_record(5, seed=1), make_record(3, seed=2)]).to("cpu", dtype)
+
+
+def tiny(method: str, backbone: str = "fast", **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(ModelConfig(method=method, backbone=backbone, **TINY, **kw))
+
+
+def test_config_round_trip_and_validation():
+    cfg = ModelConfig(method="ve", backbone="reference", hidden=32, ve_sigma_max=15.0, compile=False)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError):
+        ModelConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError):
+        ModelConfig(method="diffusion")
+    with pytest.raises(ValueError):
+        ModelConfig(backbone="huge")
+
+
+@pytest.mark.parametrize("backbone", ["fast", "reference"])
+@pytest.mark.parametrize("method", METHODS)
+def test_loss_is_finite_scalar_and_translation_invariant(method, backbone):
+    model = tiny(method, backbone).double()
+    batch = small_batch()
+    loss = model.loss(batch, torch.Generator().manual_seed(3))
+    assert loss.shape == () and torch.isfinite(loss)
+    shift = torch.tensor([7.0, -4.0, 2.5], dtype=torch.float64)
+    moved = collate([make_record(5, seed=1), make_record(3, seed=2)]).to("cpu", torch.float64)
+    moved.x_w, moved.x_s = moved.x_w + shift, moved.x_s + shift
+    moved_loss = model.loss(moved, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(moved_loss, loss, atol=1e-9, rtol=1e-9)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("method", ["lerp", "ve", "vp"])
+def test_velocity_prior_predict(method):
+    model = tiny(method).double()
+    batch = small_batch()
+    x0 = model.prior(batch, torch.Generator().manual_seed(0))
+    assert x0.shape == batch.x_w.shape
+    v_scalar = model.velocity(x0, 0.3, batch)
+    v_vector = model.velocity(x0, torch.full((batch.num_graphs,), 0.3, dtype=torch.float64), batch)
+    torch.testing.assert_close(v_scalar, v_vector)
+    # predict is Euler integration of velocity from the same prior draw
+    x = x0.clone()
+    for k in range(4):
+        x = x + 0.25 * model.velocity(x, k * 0.25, batch)
+    pred = model.predict(batch, steps=4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pred, x.detach())
+
+
+def test_velocity_is_translation_equivariant_frame_free():
+    model = tiny("vp").double()
+    batch = small_batch()
+    x = batch.x_w + 0.3
+    shift = torch.tensor([1.0, 2.0, -3.0], dtype=torch.float64)
+    v = model.velocity(x, 0.5, batch)
+    batch.x_w, batch.x_s = batch.x_w + shift, batch.x_s + shift
+    torch.testing.assert_close(model.velocity(x + shift, 0.5, batch), v, atol=1e-10, rtol=0)
+
+
+def test_lerp_prior_is_noisy_input_and_gnn_md_predict():
+    batch = small_batch()
+    model = tiny("lerp", lerp_sigma=0.0)
+    torch.testing.assert_close(model.prior(batch), batch.x_w)
+    md = tiny("gnn-md").double()
+    assert torch.equal(md.prior(batch), batch.x_w)
+    pred = md.predict(batch)
+    c = md.centres(batch)
+    expect = batch.x_w + md.backbone(batch.x_w - c, batch.x_w - c, None, batch)
+    torch.testing.assert_close(pred, expect.detach())
+    with pytest.raises(ValueError):
+        md.velocity(batch.x_w, 0.5, batch)
+
+
+def overfit(method: str, **kw) -> tuple[float, float]:
+    """First and final loss of a tiny model trained on one fixed 4-molecule cluster."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(method=method, hidden=32, layers=2, n_rbf=8, **kw))
+    batch = collate([make_record(4, seed=5)])
+    opt = torch.optim.Adam(model.parameters(), lr=OVERFIT_LR)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, OVERFIT_STEPS)
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(OVERFIT_STEPS):
+        loss = model.loss(batch, g)
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    with torch.no_grad():
+        final = sum(model.loss(batch, g).item() for _ in range(5)) / 5
+    return first, final
+
+
+@pytest.mark.parametrize("method,kw", [("lerp", {"lerp_sigma": 0.0}), ("gnn-md", {})])
+def test_tiny_model_overfits_one_cluster(method, kw):
+    first, final = overfit(method, **kw)
+    assert final * OVERFIT_FACTOR <= first, (first, final)
