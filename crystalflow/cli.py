@@ -83,6 +83,13 @@ def _cmd_train(args: argparse.Namespace) -> None:
         print(json.dumps(summary, indent=2, default=str))
 
 
+def _cmd_export_model(args: argparse.Namespace) -> None:
+    from .train import export_model
+
+    export_model(args.run_dir, args.output, which=args.weights)
+    print(f"inference-only model written to {args.output} (use it with --model {args.output})")
+
+
 def _cmd_sample(args: argparse.Namespace) -> None:
     from .samplers import SOLVERS, sample_dataset
     from .train import load_model
@@ -201,6 +208,12 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
+
+    em = sub.add_parser("export-model", help="write an inference-only model (config + EMA weights) from a run")
+    em.add_argument("run_dir")
+    em.add_argument("-o", "--output", required=True)
+    em.add_argument("--weights", default="best", choices=["best", "ema"])
+    em.set_defaults(func=_cmd_export_model)
 
     sm = sub.add_parser("sample", help="predict crystals for a dataset split with a trained model")
     sm.add_argument("run_dir", help="training run directory (or checkpoint file)")

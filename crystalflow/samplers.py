@@ -108,7 +108,7 @@ def sample_dataset(
         raise UserError(f"split {split!r} of {dataset_dir!r} has no clusters")
     if not model.is_flow:
         samples, keep_trajectory = 1, 0  # gnn-md is deterministic
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generator = torch.Generator(device=device).manual_seed(seed)
     info = {**info, "dataset_dir": dataset_dir, "split": split, "K": samples, "steps": steps, "solver": solver,
             "seed": seed, "trajectory_frames": keep_trajectory}
     start = time.time()

@@ -913,3 +913,21 @@ def load_model(
     model = (model_fn or _build_model)(config)
     model.load_state_dict(ckpt["model" if which == "last" else "ema"])
     return model.to(device).eval(), config
+
+
+def export_model(run_dir: str, out_dir: str, which: str = "best") -> str:
+    """Write an inference-only model (config + EMA weights, no optimizer state) to ``out_dir``.
+
+    The result (``checkpoint.pt`` + ``config.json``) loads with :func:`load_model` and is what the
+    package ships as its default model. ``which``: ``best`` (lowest validation loss) or ``ema`` (last).
+    """
+    if which not in ("best", "ema"):
+        raise UserError(f"which must be best or ema, not {which!r}")
+    path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
+    ckpt = _load(path)
+    os.makedirs(out_dir, exist_ok=True)
+    slim = {"config": ckpt["config"], "ema": ckpt["ema"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
+            "best_val_loss": ckpt.get("best_val_loss")}
+    _atomic_save(slim, os.path.join(out_dir, CHECKPOINT))
+    _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(ckpt["config"], indent=2) + "\n")
+    return out_dir
