@@ -291,7 +291,7 @@ def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[s
         "compactness": compactness(best),
         "rigidity": rigidity(best, t),
         "rmsd_matched": rmsd_matched(best, t, zz),
-        "compack_n_matched": float(result.n_matched),
+        "compack_n": float(result.n_matched),
         "compack_rmsd": float(result.rmsd),
         "compack_success": PERCENT if result.success else 0.0,
     }

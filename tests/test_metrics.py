@@ -206,14 +206,14 @@ def test_cluster_metrics_uses_best_pm_sample() -> None:
     row = cluster_metrics(np.stack([exploded, rigid_motion(x, seed=4)]), x, Z)
     expected = {
         "pm_atom", "pm_center", "collision", "separation", "compactness", "rigidity",
-        "rmsd_matched", "compack_n_matched", "compack_rmsd", "compack_success",
+        "rmsd_matched", "compack_n", "compack_rmsd", "compack_success",
     }
     assert set(row) == expected
     assert all(isinstance(v, float) for v in row.values())
     assert row["pm_atom"] == pytest.approx(0.0, abs=1e-9)
     assert row["compactness"] == 100.0 and row["collision"] == 0.0 and row["separation"] == 100.0
     assert row["rigidity"] == pytest.approx(0.0, abs=1e-9)
-    assert row["compack_n_matched"] == 15.0 and row["compack_success"] == 100.0
+    assert row["compack_n"] == 15.0 and row["compack_success"] == 100.0
 
 
 def test_cluster_metrics_single_prediction() -> None:
