@@ -301,8 +301,9 @@ def _input_vectors(x: Tensor, x_w: Tensor, batch: Batch) -> list[Tensor]:
     return [x_w - x, x - centre[batch.graph]]
 
 
-def _maybe_compile(fn: Callable, enabled: bool) -> Callable:
-    return torch.compile(fn, dynamic=True) if enabled else fn
+def _maybe_compile(fn: Callable, enabled: bool) -> Callable | None:
+    """torch.compile(fn) (dynamic shapes: edge counts change every batch) when enabled, else None."""
+    return torch.compile(fn, dynamic=True) if enabled else None
 
 
 # -------------------------------------------------------------------------------------- variants
@@ -322,7 +323,7 @@ class PaiNN(nn.Module):
         self.updates = nn.ModuleList(PaiNNUpdate(f) for _ in range(cfg.layers))
         self.norms = nn.ModuleList(EquivariantNorm(f) for _ in range(cfg.layers))
         self.readout = VectorReadout(f)
-        self._layers = _maybe_compile(self._layers_impl, cfg.compile)
+        self._compiled = _maybe_compile(self._layers_impl, cfg.compile)
 
     def _layers_impl(self, s: Tensor, v: Tensor, dst: Tensor, src: Tensor, d: Tensor, unit: Tensor) -> Tensor:
         rbf = self.rbf(d)
@@ -337,7 +338,8 @@ class PaiNN(nn.Module):
         s, v = self.embed(batch.z, torch.stack(_input_vectors(x, x_w, batch), dim=-1), t, batch.graph)
         dst, src = radius_pairs(x, batch.ptr, self.cfg.cutoff)
         d, unit = _edge_geometry(x, dst, src)
-        return self._layers(s, v, dst, src, d, unit)
+        layers = self._layers_impl if self._compiled is None else self._compiled
+        return layers(s, v, dst, src, d, unit)
 
 
 class HierarchicalPaiNN(nn.Module):
@@ -358,7 +360,7 @@ class HierarchicalPaiNN(nn.Module):
         self.updates = nn.ModuleList(PaiNNUpdate(f) for _ in range(nl))
         self.norms = nn.ModuleList(EquivariantNorm(f) for _ in range(nl))
         self.readout = VectorReadout(f)
-        self._layers = _maybe_compile(self._layers_impl, cfg.compile)
+        self._compiled = _maybe_compile(self._layers_impl, cfg.compile)
 
     def _atom_pairs(self, x: Tensor, x_w: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
         """Undirected pairs (i < j) and a flag [P] that is 1 for contacts, 0 for intra-molecular pairs."""
@@ -407,7 +409,8 @@ class HierarchicalPaiNN(nn.Module):
         md_w, _ = _edge_geometry(c_w, mg, mh)
         mol_feats = torch.cat([self.mol_rbf(md_x), self.mol_rbf(md_w)], dim=-1)
         mol_fc = cosine_cutoff(md_x, cfg.mol_cutoff)
-        return self._layers(s, v, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
+        layers = self._layers_impl if self._compiled is None else self._compiled
+        return layers(s, v, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
 
 
 VARIANTS: dict[str, type[nn.Module]] = {"reference": PaiNN, "fast": HierarchicalPaiNN}

@@ -63,15 +63,17 @@ def list_cifs(root: str) -> list[str]:
     return sorted(found)
 
 
-def _check_writable(out_dir: str) -> None:
+def prepare_output_dir(path: str, subdirs: tuple[str, ...] = ()) -> None:
+    """Create ``path`` (and ``subdirs``) and check it is writable, or :class:`UserError`."""
     try:
-        os.makedirs(os.path.join(out_dir, "shards"), exist_ok=True)
-        probe = os.path.join(out_dir, ".write-test")
+        for d in (path, *[os.path.join(path, s) for s in subdirs]):
+            os.makedirs(d, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
     except OSError as exc:
-        raise UserError(f"cannot write to output directory {out_dir!r}: {exc.strerror or exc}") from None
+        raise UserError(f"cannot write to output directory {path!r}: {exc.strerror or exc}") from None
 
 
 def _chunk_size(n_files: int, workers: int) -> int:
@@ -100,7 +102,7 @@ def _process_chunk(args: tuple[int, list[tuple[str, str]], str, dict]) -> dict:
 
 def _prepare(input_dir: str, out_dir: str, settings: BuildSettings, workers: int, overwrite: bool):
     """Create or re-open DATASET_DIR; returns the input list (relative keys) and the chunk size."""
-    _check_writable(out_dir)
+    prepare_output_dir(out_dir, ("shards",))
     cfg_path = os.path.join(out_dir, "build.json")
     wanted = {"input_dir": os.path.abspath(input_dir), "settings": settings.to_dict()}
     if os.path.exists(cfg_path) and not overwrite:

@@ -31,7 +31,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .build import CLUSTER_COLUMNS, SPLITS, assign_splits
+from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, prepare_output_dir
 from .elements import atomic_number, formula, symbol
 from .errors import REASONS, UserError
 from .shards import ClusterRecord, ShardReader, read_shard_tables, write_shard
@@ -119,19 +119,6 @@ def iter_clusters(
         finally:  # also when the caller stops early
             if reader is not None:
                 reader.close()
-
-
-def prepare_output_dir(path: str, subdirs: tuple[str, ...] = ()) -> None:
-    """Create ``path`` (and ``subdirs``) and check it is writable, or :class:`UserError`."""
-    try:
-        for d in (path, *[os.path.join(path, s) for s in subdirs]):
-            os.makedirs(d, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write to output directory {path!r}: {exc.strerror or exc}") from None
 
 
 def _write_text(path: str, text: str) -> None:
