@@ -101,7 +101,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
     sample_dataset(
         model, args.dataset_dir, args.split, args.output, info, samples=args.samples, steps=args.steps,
         solver=args.solver, keep_trajectory=args.trajectory, batch_clusters=args.batch, seed=args.seed,
-        limit=args.limit, overwrite=args.overwrite, progress=not args.quiet,
+        limit=args.limit, overwrite=args.overwrite, progress=not args.quiet, rigid=args.rigid,
     )
     print(f"predictions written to {args.output}")
 
@@ -225,6 +225,8 @@ def make_parser() -> argparse.ArgumentParser:
     sm.add_argument("--solver", default="euler", choices=["euler", "rk4", "dopri5"])
     sm.add_argument("--trajectory", type=int, default=0, metavar="FRAMES", help="keep FRAMES+1 trajectory frames")
     sm.add_argument("--weights", default="ema", choices=["ema", "best", "last"])
+    sm.add_argument("--rigid", action="store_true",
+                    help="replace each predicted molecule by the input conformer superposed onto it")
     sm.add_argument("--batch", type=_positive, default=4, help="clusters per batch")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--limit", type=_positive, default=None, help="first N clusters only")

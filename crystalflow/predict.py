@@ -385,8 +385,11 @@ def _say(progress: bool, message: str) -> None:
 
 def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int = DEFAULT_SAMPLES,
             seed: int = 0, steps: int = DEFAULT_STEPS, out_dir: str | None = None, progress: bool = True,
-            density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None) -> list[Candidate]:
+            density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None, rigid: bool = True) -> list[Candidate]:
     """Predict K = ``samples`` candidate packings of ``molecule``, best (lowest score) first.
+
+    ``rigid`` (default) replaces each predicted molecule by the input conformer superposed onto it,
+    so candidates keep the molecule's geometry (see :func:`crystalflow.samplers.rigid_projection`).
 
     ``molecule``: SMILES, a .sdf/.mol/.xyz/.pdb/.cif path, or a :class:`Molecule3D`. ``model``: None for
     the shipped default model, a training run directory, or a model object. ``noise`` overrides the
@@ -416,7 +419,7 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
     device = next(net.parameters()).device
     _say(progress, f"sampling {samples} candidate cluster(s) of {N_MOLECULES} molecules, {steps} steps ...")
     t_model = time.time()
-    result = sample_records(net, records, samples=1, steps=steps, generator=generator, device=device)
+    result = sample_records(net, records, samples=1, steps=steps, generator=generator, device=device, rigid=rigid)
     model_seconds = time.time() - t_model
     reference = _centred(mol)
     scored = []

@@ -21,6 +21,29 @@ DOPRI_RTOL = 1e-4
 DOPRI_ATOL = 1e-4
 
 
+def rigid_projection(x: Tensor, batch: Batch, allow_reflection: bool = True) -> Tensor:
+    """Replace each predicted molecule by the input conformer (from x_w) superposed onto it.
+
+    Per molecule, the optimal orthogonal map (Kabsch; improper allowed by default, so a prediction
+    can undo an inversion of the input) and translation take the molecule of ``batch.x_w`` onto ``x``.
+    The result is exactly rigid (rigidity 0) and keeps the predicted position and orientation.
+    """
+    g = batch.num_molecules
+    count = torch.bincount(batch.mol, minlength=g).to(x.dtype)[:, None]
+    c_pred = x.new_zeros(g, 3).index_add_(0, batch.mol, x) / count
+    c_ref = x.new_zeros(g, 3).index_add_(0, batch.mol, batch.x_w) / count
+    p = batch.x_w - c_ref[batch.mol]
+    q = x - c_pred[batch.mol]
+    h = x.new_zeros(g, 3, 3).index_add_(0, batch.mol, p[:, :, None] * q[:, None, :])  # Σ p qᵀ
+    u, _, vt = torch.linalg.svd(h)
+    r = vt.transpose(1, 2) @ u.transpose(1, 2)  # maps p to q
+    if not allow_reflection:
+        d = torch.sign(torch.linalg.det(r))
+        vt = vt * torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)[:, :, None]
+        r = vt.transpose(1, 2) @ u.transpose(1, 2)
+    return torch.einsum("nij,nj->ni", r[batch.mol], p) + c_pred[batch.mol]
+
+
 @dataclass
 class SampleResult:
     """Predictions [K, M, n, 3] per cluster, and optionally the trajectory [T, K, M, n, 3] with its times."""
@@ -64,8 +87,13 @@ def integrate(
 def sample_records(
     model: CrystalModel, records: list[ClusterRecord], samples: int = 1, steps: int = 20, solver: str = "euler",
     frames: int = 0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
+    rigid: bool = False,
 ) -> SampleResult:
-    """K = ``samples`` predictions for each cluster in ``records`` (one batch of len(records)·K clusters)."""
+    """K = ``samples`` predictions for each cluster in ``records`` (one batch of len(records)·K clusters).
+
+    ``rigid`` replaces each predicted molecule by the input conformer superposed onto it
+    (:func:`rigid_projection`).
+    """
     repeated = [r for r in records for _ in range(samples)]
     batch = collate(repeated).to(device)
     model.eval()
@@ -74,6 +102,8 @@ def sample_records(
         x1, traj, times = integrate(model, batch, x0, steps, solver, frames)
     else:
         x1, traj, times = model.predict(batch), None, None
+    if rigid:
+        x1 = rigid_projection(x1, batch)
     pred, trajectory = [], [] if traj is not None else None
     for c, rec in enumerate(records):
         m, n = rec.x_s.shape[:2]
@@ -89,6 +119,7 @@ def sample_dataset(
     model: CrystalModel, dataset_dir: str, split: str, pred_dir: str, info: dict, samples: int = 1,
     steps: int = 20, solver: str = "euler", keep_trajectory: int = 0, batch_clusters: int = 4, seed: int = 0,
     limit: int | None = None, overwrite: bool = False, progress: bool = True, device: torch.device | str = "cpu",
+    rigid: bool = False,
 ) -> str:
     """Predict ``samples`` crystals for every cluster of a split; write a PRED_DIR (see predictions.py).
 
@@ -110,13 +141,13 @@ def sample_dataset(
         samples, keep_trajectory = 1, 0  # gnn-md is deterministic
     generator = torch.Generator(device=device).manual_seed(seed)
     info = {**info, "dataset_dir": dataset_dir, "split": split, "K": samples, "steps": steps, "solver": solver,
-            "seed": seed, "trajectory_frames": keep_trajectory}
+            "seed": seed, "trajectory_frames": keep_trajectory, "rigid": rigid}
     start = time.time()
     with PredictionWriter(pred_dir, info, overwrite=overwrite) as writer:
         bar = tqdm(total=n, unit="cluster", desc="sample", disable=not progress)
         for first in range(0, n, batch_clusters):
             records = [ds[i] for i in range(first, min(n, first + batch_clusters))]
-            result = sample_records(model, records, samples, steps, solver, keep_trajectory, generator, device)
+            result = sample_records(model, records, samples, steps, solver, keep_trajectory, generator, device, rigid)
             for c, rec in enumerate(records):
                 traj = result.trajectory[c].numpy() if result.trajectory is not None else None
                 times = result.times.numpy() if result.times is not None else None
