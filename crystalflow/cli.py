@@ -273,7 +273,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole pipeline on the embedded COD set: data, training, evaluation, aspirin, report")
     d.add_argument("-o", "--output", default="crystalflow-demo")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--epochs", type=_positive, default=5, help="training epochs of the demo model")
+    d.add_argument("--epochs", type=_positive, default=4, help="training epochs of the demo model")
     d.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)

@@ -13,7 +13,7 @@ import time
 from . import embedded_cif_dir
 
 #: training budget of the demo model (epochs over the embedded train split)
-DEMO_EPOCHS = 5
+DEMO_EPOCHS = 4
 DEMO_SAMPLES = 2
 DEMO_STEPS = 10
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
