@@ -7,7 +7,9 @@ reordering the molecules of a cluster reorders the output. Clusters of a batch n
 
 Conditioning (both variants): scalar features start from an embedding of the atomic number, the time
 embedding and radial features of the norms of the input vectors; vector features start from a linear
-map of the input vectors  x_w − x  and  x − C_w  (C_w = the cluster's mean of x_w).
+map of the input vectors  x_w − x  and  x − C_w  (C_w = the cluster's mean of x_w). Each layer is
+message → update (eqs. 1–2) → :class:`EquivariantNorm`; the readout is two gated equivariant blocks
+plus a skip Σ_k c_k(s)·(input vector k) that lets outputs scale linearly with the inputs.
 
 Two variants:
 
@@ -46,6 +48,9 @@ INPUT_RBF_MAX = 20.0
 INPUT_LENGTH_SCALE = 10.0
 #: the readout's vector is multiplied by this length (Å): the network works in units of ~10 Å
 OUTPUT_LENGTH_SCALE = 10.0
+#: input vectors: x_w − x, x − C_w (both variants); + x − c_mol(x), x_w − c_mol(x_w) (fast)
+N_REFERENCE_VECTORS = 2
+N_FAST_VECTORS = 4
 
 
 @dataclass
@@ -252,16 +257,33 @@ class GatedEquivariantBlock(nn.Module):
 
 
 class VectorReadout(nn.Module):
-    """Two gated equivariant blocks F → F/2 → 1: one 3-vector per node."""
+    """One 3-vector per node: two gated equivariant blocks F → F/2 → 1, plus a gated skip of the inputs.
 
-    def __init__(self, hidden: int) -> None:
+    The skip adds Σ_k c_k(s) u_k over the input vectors u_k [N, 3, K] with invariant coefficients c(s)
+    (zero at initialisation), so outputs can scale linearly with the inputs — e.g. the VE velocity
+    −ln(σ_max/σ_min)(x − x_s), or (x − x_w)/t for LERP — which the normalised features cannot carry.
+    Checkpoints written before the skip existed load with a zero skip: the same function they were
+    trained as.
+    """
+
+    def __init__(self, hidden: int, n_vectors: int) -> None:
         super().__init__()
         self.b1 = GatedEquivariantBlock(hidden, hidden // 2, scalar_activation=True)
         self.b2 = GatedEquivariantBlock(hidden // 2, 1, scalar_activation=False)
+        self.skip = nn.Linear(hidden, n_vectors)
+        nn.init.zeros_(self.skip.weight)
+        nn.init.zeros_(self.skip.bias)
 
-    def forward(self, s: Tensor, v: Tensor) -> Tensor:
-        s, v = self.b1(s, v)
-        return self.b2(s, v)[1][:, :, 0] * OUTPUT_LENGTH_SCALE
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN202 - torch hook
+        for name in ("weight", "bias"):  # older checkpoints: no skip, i.e. a zero one
+            state_dict.setdefault(f"{prefix}skip.{name}", torch.zeros_like(getattr(self.skip, name)))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, s: Tensor, v: Tensor, vectors: Tensor) -> Tensor:
+        """``vectors`` [N, 3, K]: the input vectors (Å)."""
+        skip = (vectors * self.skip(s)[:, None, :]).sum(dim=-1)
+        s1, v1 = self.b1(s, v)
+        return self.b2(s1, v1)[1][:, :, 0] * OUTPUT_LENGTH_SCALE + skip
 
 
 class InputEmbedding(nn.Module):
@@ -316,30 +338,32 @@ class PaiNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         f = cfg.hidden
-        self.embed = InputEmbedding(f, 2, cfg.n_rbf, cfg.time)
+        self.embed = InputEmbedding(f, N_REFERENCE_VECTORS, cfg.n_rbf, cfg.time)
         self.rbf = GaussianRBF(cfg.n_rbf, cfg.cutoff)
         self.filters = nn.ModuleList(nn.Linear(cfg.n_rbf, 3 * f) for _ in range(cfg.layers))
         self.messages = nn.ModuleList(PaiNNMessage(f) for _ in range(cfg.layers))
         self.updates = nn.ModuleList(PaiNNUpdate(f) for _ in range(cfg.layers))
         self.norms = nn.ModuleList(EquivariantNorm(f) for _ in range(cfg.layers))
-        self.readout = VectorReadout(f)
+        self.readout = VectorReadout(f, N_REFERENCE_VECTORS)
         self._compiled = _maybe_compile(self._layers_impl, cfg.compile)
 
-    def _layers_impl(self, s: Tensor, v: Tensor, dst: Tensor, src: Tensor, d: Tensor, unit: Tensor) -> Tensor:
+    def _layers_impl(self, s: Tensor, v: Tensor, vectors: Tensor, dst: Tensor, src: Tensor, d: Tensor,
+                     unit: Tensor) -> Tensor:
         rbf = self.rbf(d)
         fc = cosine_cutoff(d, self.cfg.cutoff)[:, None]
         for filt, msg, upd, norm in zip(self.filters, self.messages, self.updates, self.norms):
             ds, dv = msg(s, v, dst, src, filt(rbf) * fc, unit)
             s, v = norm(*upd(s + ds, v + dv))
-        return self.readout(s, v)
+        return self.readout(s, v, vectors)
 
     def forward(self, x: Tensor, x_w: Tensor, t: Tensor | None, batch: Batch) -> Tensor:
         """One equivariant vector [N, 3] per atom."""
-        s, v = self.embed(batch.z, torch.stack(_input_vectors(x, x_w, batch), dim=-1), t, batch.graph)
+        vectors = torch.stack(_input_vectors(x, x_w, batch), dim=-1)
+        s, v = self.embed(batch.z, vectors, t, batch.graph)
         dst, src = radius_pairs(x, batch.ptr, self.cfg.cutoff)
         d, unit = _edge_geometry(x, dst, src)
         layers = self._layers_impl if self._compiled is None else self._compiled
-        return layers(s, v, dst, src, d, unit)
+        return layers(s, v, vectors, dst, src, d, unit)
 
 
 class HierarchicalPaiNN(nn.Module):
@@ -349,7 +373,7 @@ class HierarchicalPaiNN(nn.Module):
         super().__init__()
         self.cfg = cfg
         f, n, nl = cfg.hidden, cfg.n_rbf, cfg.layers
-        self.embed = InputEmbedding(f, 4, n, cfg.time)
+        self.embed = InputEmbedding(f, N_FAST_VECTORS, n, cfg.time)
         self.atom_rbf = GaussianRBF(n, max(cfg.intra_cutoff, cfg.contact_cutoff))
         self.mol_rbf = GaussianRBF(n, cfg.mol_cutoff)
         # per-layer filters from [rbf(d_x), rbf(d_w), is_contact] (atoms) and [rbf(d_x), rbf(d_w)] (molecules)
@@ -359,7 +383,7 @@ class HierarchicalPaiNN(nn.Module):
         self.mol_messages = nn.ModuleList(PaiNNMessage(f) for _ in range(nl))
         self.updates = nn.ModuleList(PaiNNUpdate(f) for _ in range(nl))
         self.norms = nn.ModuleList(EquivariantNorm(f) for _ in range(nl))
-        self.readout = VectorReadout(f)
+        self.readout = VectorReadout(f, N_FAST_VECTORS)
         self._compiled = _maybe_compile(self._layers_impl, cfg.compile)
 
     def _atom_pairs(self, x: Tensor, x_w: Tensor, batch: Batch) -> tuple[Tensor, Tensor, Tensor]:
@@ -373,9 +397,11 @@ class HierarchicalPaiNN(nn.Module):
         return i, j, flag
 
     def _layers_impl(
-        self, s: Tensor, v: Tensor, pi: Tensor, pj: Tensor, atom_feats: Tensor, atom_fc: Tensor, unit: Tensor,
+        self, s: Tensor, v: Tensor, vectors: Tensor,
+        pi: Tensor, pj: Tensor, atom_feats: Tensor, atom_fc: Tensor, unit: Tensor,
         mol: Tensor, mol_count: Tensor, mg: Tensor, mh: Tensor, mol_feats: Tensor, mol_fc: Tensor, mol_unit: Tensor,
     ) -> Tensor:
+        """The layer stack and readout (the part ``compile`` compiles); pairs (pi, pj), molecule pairs (mg, mh)."""
         for layer in range(self.cfg.layers):
             filt = self.atom_filters[layer](atom_feats) * atom_fc[:, None]
             ds, dv = self.atom_messages[layer].forward_pairs(s, v, pi, pj, filt, unit)
@@ -384,7 +410,7 @@ class HierarchicalPaiNN(nn.Module):
             mol_filt = self.mol_filters[layer](mol_feats) * mol_fc[:, None]
             dsm, dvm = self.mol_messages[layer](sm, vm, mg, mh, mol_filt, mol_unit)
             s, v = self.norms[layer](*self.updates[layer](s + dsm[mol], v + dvm[mol]))
-        return self.readout(s, v)
+        return self.readout(s, v, vectors)
 
     def forward(self, x: Tensor, x_w: Tensor, t: Tensor | None, batch: Batch) -> Tensor:
         """One equivariant vector [N, 3] per atom."""
@@ -392,8 +418,8 @@ class HierarchicalPaiNN(nn.Module):
         mol = batch.mol
         mol_count = batch.n_atoms[batch.mol_graph]
         c_x, c_w = segment_mean(x, mol, mol_count), segment_mean(x_w, mol, mol_count)
-        vectors = _input_vectors(x, x_w, batch) + [x - c_x[mol], x_w - c_w[mol]]
-        s, v = self.embed(batch.z, torch.stack(vectors, dim=-1), t, batch.graph)
+        vectors = torch.stack(_input_vectors(x, x_w, batch) + [x - c_x[mol], x_w - c_w[mol]], dim=-1)
+        s, v = self.embed(batch.z, vectors, t, batch.graph)
 
         pi, pj, flag = self._atom_pairs(x, x_w, batch)
         d_x, unit = _edge_geometry(x, pi, pj)
@@ -410,7 +436,7 @@ class HierarchicalPaiNN(nn.Module):
         mol_feats = torch.cat([self.mol_rbf(md_x), self.mol_rbf(md_w)], dim=-1)
         mol_fc = cosine_cutoff(md_x, cfg.mol_cutoff)
         layers = self._layers_impl if self._compiled is None else self._compiled
-        return layers(s, v, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
+        return layers(s, v, vectors, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
 
 
 VARIANTS: dict[str, type[nn.Module]] = {"reference": PaiNN, "fast": HierarchicalPaiNN}

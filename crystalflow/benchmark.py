@@ -1,7 +1,7 @@
 """The benchmark: the layout of CrystalFlow's Tables 1 and 2 on the data available, in one call.
 
 For each noise variant (without / with inversion) a dataset is built; for each seed every method
-(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP) is trained, sampled on the test split and
+(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP and our CrystalFlow-Rigid) is trained, sampled on the test split and
 evaluated, next to the identity and PackMol baselines on the same test clusters. Results are the mean ±
 std over seeds of the per-cluster test means, written as results.csv, results.md and plots.
 """
@@ -22,10 +22,11 @@ from .errors import UserError
 from .noise import DEFAULT_PRESET, noise_model
 from .pipeline import BuildSettings
 
-METHODS = ("gnn-md", "ve", "vp", "lerp")
+METHODS = ("gnn-md", "ve", "vp", "lerp", "rigid")
 BASELINES = ("identity", "packmol")
 LABELS = {
     "gnn-md": "GNN-MD", "ve": "CrystalSDE-VE", "vp": "CrystalSDE-VP", "lerp": "CrystalFlow-LERP",
+    "rigid": "CrystalFlow-Rigid (ours)",
     "identity": "identity (x_w)", "packmol": "PackMol",
 }
 VARIANTS = {"plain": False, "inversion": True}

@@ -96,14 +96,26 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
     if args.solver not in SOLVERS:
         raise UserError(f"unknown solver {args.solver!r}")
-    model, config = load_model(args.run_dir, which=args.weights)
+    device = _device(args.device)
+    model, config = load_model(args.run_dir, which=args.weights, device=device)
     info = {"method": config.model.method, "model": os.path.abspath(args.run_dir), "weights": args.weights}
     sample_dataset(
         model, args.dataset_dir, args.split, args.output, info, samples=args.samples, steps=args.steps,
         solver=args.solver, keep_trajectory=args.trajectory, batch_clusters=args.batch, seed=args.seed,
-        limit=args.limit, overwrite=args.overwrite, progress=not args.quiet, rigid=args.rigid,
+        limit=args.limit, overwrite=args.overwrite, progress=not args.quiet, rigid=args.rigid, device=device,
     )
     print(f"predictions written to {args.output}")
+
+
+def _device(name: str) -> str:
+    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a clear error."""
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but CUDA is not available")
+    return name
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -200,7 +212,7 @@ def make_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train GNN-MD, CrystalSDE-VE/VP or CrystalFlow-LERP on a dataset")
     t.add_argument("dataset_dir")
-    t.add_argument("--method", choices=["lerp", "ve", "vp", "gnn-md"], default=None)
+    t.add_argument("--method", choices=["lerp", "ve", "vp", "gnn-md", "rigid"], default=None)
     t.add_argument("-o", "--output", required=True, help="run directory (checkpoint, config, log)")
     t.add_argument("--epochs", type=_positive, default=None)
     t.add_argument("--seed", type=int, default=None)
@@ -229,6 +241,7 @@ def make_parser() -> argparse.ArgumentParser:
                     help="replace each predicted molecule by the input conformer superposed onto it")
     sm.add_argument("--batch", type=_positive, default=4, help="clusters per batch")
     sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     sm.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
     sm.add_argument("--overwrite", action="store_true")
     sm.add_argument("-q", "--quiet", action="store_true")

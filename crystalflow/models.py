@@ -1,9 +1,13 @@
-"""Crystallization models: flow matching along a probability path (LERP, VE, VP) or direct regression (GNN-MD).
+"""Crystallization models: flow matching along a probability path (LERP, VE, VP, rigid) or direct regression (GNN-MD).
 
 Coordinates are cluster-centred inside the model: each cluster's mean of x_w is subtracted from x_w,
 x_s and x_t before anything else (and added back to predictions). This makes every loss translation
 invariant and puts the VP path, which contracts towards the origin, in the frame it needs; the
 backbones are translation invariant anyway.
+
+The ``rigid`` method (CrystalFlow-Rigid, :class:`crystalflow.paths.RigidPath`) moves whole molecules:
+before the backbone sees x_t, the input conformer is superposed on each molecule of x_t, and the
+backbone's per-atom output is projected onto per-molecule rigid motions (translation + rotation).
 """
 from __future__ import annotations
 
@@ -15,9 +19,10 @@ from torch import Tensor, nn
 from . import paths
 from .backbone import BackboneConfig, build_backbone
 from .dataset import Batch
+from .rigid import rigid_velocity, superpose_conformer
 
-METHODS = ("lerp", "ve", "vp", "gnn-md")
-FLOW_METHODS = ("lerp", "ve", "vp")
+METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
+FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
 #: default number of Euler steps of :meth:`CrystalModel.predict`
 DEFAULT_STEPS = 20
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
@@ -28,7 +33,7 @@ REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cuto
 class ModelConfig:
     """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
 
-    method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md'
+    method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
     backbone: str = "fast"  #: 'fast' | 'reference'
     hidden: int = 64
     layers: int = 3
@@ -37,7 +42,7 @@ class ModelConfig:
     intra_cutoff: float = 3.0  #: fast backbone: intra-molecular pairs within this distance in x_w (Å)
     contact_cutoff: float = 4.0  #: fast backbone: inter-molecular atom contacts within this distance in x_t (Å)
     mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
-    lerp_sigma: float = paths.LERP_SIGMA
+    lerp_sigma: float = paths.LERP_SIGMA  #: LERP and rigid: noise scale σ (Å) of the path
     lerp_sigma_min: float = paths.LERP_SIGMA_MIN
     lerp_exact_target: bool = False  #: add σ̇_t ε to the LERP target (the paper uses x_s − x_w)
     ve_sigma_min: float = paths.VE_SIGMA_MIN
@@ -74,8 +79,10 @@ class ModelConfig:
             time=self.method in FLOW_METHODS, compile=self.compile,
         )
 
-    def path(self) -> paths.AffinePath | None:
+    def path(self) -> paths.AffinePath | paths.RigidPath | None:
         """The probability path of a flow method (None for gnn-md)."""
+        if self.method == "rigid":
+            return paths.rigid_path(self.lerp_sigma, self.lerp_sigma_min)
         if self.method == "lerp":
             return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min, self.lerp_exact_target)
         if self.method == "ve":
@@ -96,8 +103,20 @@ class CrystalModel(nn.Module):
 
     @property
     def is_flow(self) -> bool:
-        """True for lerp / ve / vp."""
+        """True for lerp / ve / vp / rigid."""
         return self.path is not None
+
+    @property
+    def is_rigid(self) -> bool:
+        """True when the model moves whole molecules (the rigid method)."""
+        return isinstance(self.path, paths.RigidPath)
+
+    def constrain(self, x: Tensor, batch: Batch) -> Tensor:
+        """Positions a model's state must have: the rigid method's molecules are the input conformer
+        superposed on ``x`` (proper rotations); other methods leave ``x`` unchanged."""
+        if not self.is_rigid:
+            return x
+        return superpose_conformer(batch.x_w, x, batch.mol, batch.num_molecules, proper=True)
 
     @staticmethod
     def centres(batch: Batch) -> Tensor:
@@ -113,6 +132,12 @@ class CrystalModel(nn.Module):
         t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
         noise = torch.randn(x_w.shape, generator=generator, device=x_w.device, dtype=x_w.dtype)
         t_atom = t[batch.graph, None]
+        if self.is_rigid:
+            g = batch.num_molecules
+            motion = self.path.motion(x_w, x_s, batch.mol, g)
+            x_t = self.constrain(self.path.sample_xt(x_w, motion, t_atom, noise, batch.mol), batch)
+            v = rigid_velocity(self.backbone(x_t, x_w, t, batch), x_t, batch.mol, g)
+            return ((v - self.path.target_velocity(x_t, motion, batch.mol, g)) ** 2).mean()
         x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
         target = self.path.target_velocity(x_w, x_s, t_atom, noise)
         return ((self.backbone(x_t, x_w, t, batch) - target) ** 2).mean()
@@ -125,6 +150,10 @@ class CrystalModel(nn.Module):
         if t.dim() == 0:
             t = t.expand(batch.num_graphs)
         c = self.centres(batch)
+        if self.is_rigid:
+            x_t = self.constrain(x_t, batch)
+            v = self.backbone(x_t - c, batch.x_w - c, t, batch)
+            return rigid_velocity(v, x_t, batch.mol, batch.num_molecules)
         return self.backbone(x_t - c, batch.x_w - c, t, batch)
 
     def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
@@ -144,7 +173,7 @@ class CrystalModel(nn.Module):
         dt = 1.0 / steps
         for k in range(steps):
             x = x + dt * self.velocity(x, k * dt, batch)
-        return x
+        return self.constrain(x, batch)
 
 
 def build_model(config: ModelConfig) -> CrystalModel:

@@ -11,7 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import spglib
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial import cKDTree
 
@@ -246,6 +245,8 @@ def z_prime(crystal: Crystal, n_molecules: int) -> float:
     """
     n_ops = crystal.n_symops
     if n_ops == 1 and n_molecules > 1:
+        import spglib  # only P1 cells need it (keeps model-only installs free of it)
+
         data = spglib.get_symmetry_dataset((crystal.lattice, crystal.frac, crystal.z), symprec=SYMPREC)
         if data is not None:
             n_ops = len(data.rotations)

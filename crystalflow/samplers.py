@@ -13,6 +13,7 @@ from torch import Tensor
 
 from .dataset import Batch, collate
 from .models import CrystalModel
+from .rigid import superpose_conformer
 from .shards import ClusterRecord
 
 SOLVERS = ("euler", "rk4", "dopri5")
@@ -28,20 +29,7 @@ def rigid_projection(x: Tensor, batch: Batch, allow_reflection: bool = True) -> 
     can undo an inversion of the input) and translation take the molecule of ``batch.x_w`` onto ``x``.
     The result is exactly rigid (rigidity 0) and keeps the predicted position and orientation.
     """
-    g = batch.num_molecules
-    count = torch.bincount(batch.mol, minlength=g).to(x.dtype)[:, None]
-    c_pred = x.new_zeros(g, 3).index_add_(0, batch.mol, x) / count
-    c_ref = x.new_zeros(g, 3).index_add_(0, batch.mol, batch.x_w) / count
-    p = batch.x_w - c_ref[batch.mol]
-    q = x - c_pred[batch.mol]
-    h = x.new_zeros(g, 3, 3).index_add_(0, batch.mol, p[:, :, None] * q[:, None, :])  # Σ p qᵀ
-    u, _, vt = torch.linalg.svd(h)
-    r = vt.transpose(1, 2) @ u.transpose(1, 2)  # maps p to q
-    if not allow_reflection:
-        d = torch.sign(torch.linalg.det(r))
-        vt = vt * torch.stack([torch.ones_like(d), torch.ones_like(d), d], -1)[:, :, None]
-        r = vt.transpose(1, 2) @ u.transpose(1, 2)
-    return torch.einsum("nij,nj->ni", r[batch.mol], p) + c_pred[batch.mol]
+    return superpose_conformer(batch.x_w, x, batch.mol, batch.num_molecules, proper=not allow_reflection)
 
 
 @dataclass
@@ -75,12 +63,9 @@ def integrate(
 
     options = {"step_size": t_end / steps} if solver in ("euler", "rk4") else None
     kwargs = {"rtol": rtol, "atol": atol} if solver == "dopri5" else {}
-    if solver == "rk4":
-        solver_name = "rk4"
-    else:
-        solver_name = solver
     with torch.no_grad():
-        xs = odeint(field, x0, times, method=solver_name, options=options, **kwargs)
+        xs = odeint(field, x0, times, method=solver, options=options, **kwargs)
+        xs = torch.stack([model.constrain(x, batch) for x in xs])  # rigid method: exact conformers
     return xs[-1], (xs if frames > 0 else None), (times if frames > 0 else None)
 
 

@@ -192,3 +192,49 @@ def test_time_embedding_matters_and_is_required():
 def test_unknown_variant_rejected():
     with pytest.raises(ValueError):
         build_backbone(BackboneConfig(variant="nope"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_compiled_layers_match_eager(variant, request):
+    """torch.compile warm-up takes minutes: runs only when asked for with ``-m slow``."""
+    if "slow" not in request.config.getoption("markexpr", ""):
+        pytest.skip("slow: run with -m slow")
+    torch.manual_seed(0)
+    eager = build_backbone(VARIANTS[variant])
+    cfg = VARIANTS[variant]
+    compiled = build_backbone(BackboneConfig(**{**cfg.__dict__, "compile": True}))
+    compiled.load_state_dict(eager.state_dict())
+    batch = collate(two_clusters())
+    t = torch.tensor([0.2, 0.7])
+    for x in (midpoint(batch), midpoint(batch, 0.3)):  # two edge counts: exercises dynamic shapes
+        torch.testing.assert_close(compiled(x, batch.x_w, t, batch), eager(x, batch.x_w, t, batch), atol=1e-4, rtol=1e-4)
+
+
+def test_model_deepcopies():
+    import copy
+
+    net = build_backbone(VARIANTS["fast"])
+    clone = copy.deepcopy(net)
+    batch = collate(two_clusters())
+    t = torch.tensor([0.2, 0.7])
+    torch.testing.assert_close(clone(batch.x_w, batch.x_w, t, batch), net(batch.x_w, batch.x_w, t, batch))
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_readout_skip_carries_input_vectors_and_old_checkpoints_load(variant):
+    torch.manual_seed(0)
+    net = build_backbone(VARIANTS[variant])
+    batch = collate(two_clusters())
+    t = torch.tensor([0.2, 0.7])
+    x = midpoint(batch)
+    base = net(x, batch.x_w, t, batch)
+    # a checkpoint from before the skip (no readout.skip.*) loads as a zero skip: the same function
+    legacy = {k: v for k, v in net.state_dict().items() if ".skip." not in k}
+    fresh = build_backbone(VARIANTS[variant])
+    fresh.load_state_dict(legacy)
+    torch.testing.assert_close(fresh(x, batch.x_w, t, batch), base)
+    # a bias of 1 on the first input vector (x_w − x) adds exactly x_w − x to every output
+    with torch.no_grad():
+        net.readout.skip.bias[0] = 1.0
+    torch.testing.assert_close(net(x, batch.x_w, t, batch), base + (batch.x_w - x), atol=1e-5, rtol=1e-5)
