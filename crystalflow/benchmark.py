@@ -33,7 +33,7 @@ VARIANTS = {"plain": False, "inversion": True}
 #: metrics shown in results.md, with their direction (True: higher is better)
 TABLE_METRICS = {
     "pm_atom": False, "pm_center": False, "rmsd_matched": False, "compack_success": True,
-    "compack_n": True, "collision": False, "separation": True, "rigidity": False,
+    "compack_n": True, "orientation": False, "collision": False, "separation": True, "rigidity": False,
 }
 
 
@@ -185,8 +185,9 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         f"molecules up to {plan.max_atoms} atoms; wall time {seconds / 60:.1f} min.",
         "",
         "Mean ± std over seeds of the test-split means. PM in Å (min over K samples; lower is better); "
-        "compack_success in % of clusters (≥ 8/15 molecules matched with RMSD < 2 Å); collision in % of "
-        "inter-molecular atom pairs; separation in % of molecule pairs.",
+        "compack_success in % of clusters (≥ 8/15 molecules matched with RMSD < 2 Å); orientation: mean error "
+        "(degrees) of the molecules' orientations relative to the central one (random ≈ 126°); collision in % "
+        "of inter-molecular atom pairs; separation in % of molecule pairs.",
     ]
     for variant, title in (("plain", "Table 1: without inversion"), ("inversion", "Table 2: with inversion")):
         lines += ["", f"## {title}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
@@ -209,8 +210,9 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for ax, metric, unit in zip(axes, ("pm_atom", "pm_center", "compack_success"), ("Å", "Å", "%")):
+    fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
+    panels = (("pm_atom", "Å"), ("pm_center", "Å"), ("compack_success", "%"), ("orientation", "°"))
+    for ax, (metric, unit) in zip(axes, panels):
         width = 0.4
         for k, variant in enumerate(VARIANTS):
             methods = [m for m in order if (variant, m) in table]

@@ -13,6 +13,8 @@ Metrics (all vectorised over atom pairs with numpy):
 * ``rigidity``: RMS change of intramolecular distances, 0 for rigid molecules.
 * ``rmsd_matched``: RMSD after optimal molecule assignment and rigid superposition.
 * ``compack_*``: COMPACK-style packing similarity (see :mod:`crystalflow.compack`).
+* ``orientation``: mean angle (degrees) by which the molecules' orientations relative to the central
+  molecule are off, 0 when every relative orientation is right, about 126° for random orientations.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import gemmi
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .compack import compack
+from .compack import _atom_mask, compack
 from .geometry import kabsch
 
 #: default tolerance (Å) below which two molecules count as interpenetrating in :func:`separation`
@@ -269,13 +271,51 @@ def rmsd_matched(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> float:
     return float(min(_rmsd_matched_single(sample, t) for sample in p))
 
 
+def _proper_rotations(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Proper rotations ``[M, 3, 3]`` best mapping each centred ``p[m]`` onto ``q[m]`` (``[M, a, 3]``)."""
+    p = p - p.mean(axis=1, keepdims=True)
+    q = q - q.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum("mai,maj->mij", p, q))
+    d = np.sign(np.linalg.det(np.einsum("mji,mkj->mik", vt, u)))
+    d[d == 0] = 1.0
+    return np.einsum("mji,mj,mkj->mik", vt, np.stack([np.ones_like(d), np.ones_like(d), d], -1), u)
+
+
+#: mean error of uniformly random orientations (degrees): E[angle] of a Haar-random rotation, π/2 + 2/π rad
+RANDOM_ORIENTATION_DEG = math.degrees(math.pi / 2 + 2 / math.pi)
+
+
+def orientation_error(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> float:
+    """Mean angle (degrees) between predicted and true orientations of the molecules relative to the central one.
+
+    The predicted cluster is turned so that its central molecule has the true one's orientation
+    (proper Kabsch), then each other molecule's remaining rotation angle to its true orientation is
+    averaged. Heavy atoms are used (all atoms where the heavy ones fix no orientation), so the score
+    matches COMPACK's 20° orientation test; 0 is perfect, :data:`RANDOM_ORIENTATION_DEG` (≈ 126.5°)
+    is what random orientations score. With ``K`` samples the minimum.
+    """
+    p, t = _check_pair(pred, true)
+    zz = _check_z(z, t.shape[1])
+    if t.shape[0] < 2:
+        return 0.0
+    best = math.inf
+    for sample in p:
+        mask = _atom_mask(sample, t, zz)
+        a, b = sample[:, mask], t[:, mask]
+        frame = _proper_rotations(a[:1], b[:1])[0]  # central molecule: prediction -> truth
+        rot = _proper_rotations(a[1:] @ frame.T, b[1:])  # what is left per molecule
+        cos = np.clip((np.trace(rot, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
+        best = min(best, float(np.degrees(np.arccos(cos)).mean()))
+    return best
+
+
 # ------------------------------------------------------------------------------------ per-cluster
 def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[str, float]:
     """All metrics for one cluster.
 
     ``pred`` is ``[M, n, 3]`` or ``[K, M, n, 3]``. ``pm_atom`` and ``pm_center`` are minima over the
     ``K`` samples (each independently); every other metric (collision, separation, compactness,
-    rigidity, rmsd_matched, compack_*) is computed for the single sample with the lowest ``pm_atom``.
+    rigidity, rmsd_matched, compack_*, orientation) is computed for the single sample with the lowest ``pm_atom``.
     ``compack_success`` is 100 or 0 so that its mean over clusters is a percentage.
     """
     p, t = _check_pair(pred, true)
@@ -294,6 +334,7 @@ def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[s
         "compack_n": float(result.n_matched),
         "compack_rmsd": float(result.rmsd),
         "compack_success": PERCENT if result.success else 0.0,
+        "orientation": orientation_error(best, t, zz),
     }
 
 

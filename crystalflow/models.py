@@ -41,6 +41,7 @@ class ModelConfig:
     cutoff: float = 5.0  #: reference backbone: atom-pair cutoff (Å); the paper uses 20 and 50
     intra_cutoff: float = 3.0  #: fast backbone: intra-molecular pairs within this distance in x_w (Å)
     contact_cutoff: float = 4.0  #: fast backbone: inter-molecular atom contacts within this distance in x_t (Å)
+    max_contacts: int = 32  #: fast backbone: at most this many nearest contacts per atom (0 = all; never binds in crystals)
     mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
     lerp_sigma: float = paths.LERP_SIGMA  #: LERP and rigid: noise scale σ (Å) of the path
     lerp_sigma_min: float = paths.LERP_SIGMA_MIN
@@ -75,7 +76,8 @@ class ModelConfig:
         """The :class:`BackboneConfig` this model config implies."""
         return BackboneConfig(
             variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
-            intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff, mol_cutoff=self.mol_cutoff,
+            intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff,
+            max_contacts=self.max_contacts, mol_cutoff=self.mol_cutoff,
             time=self.method in FLOW_METHODS, compile=self.compile,
         )
 

@@ -40,10 +40,8 @@ conformer) and ``notes.txt``.
 from __future__ import annotations
 
 import csv
-import html
 import json
 import os
-import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -660,11 +658,6 @@ __3DMOL__
 """
 
 
-def _script_safe_json(data: object) -> str:
-    """JSON that can sit inside a <script> element (no '</' sequences, no HTML comment openers)."""
-    return json.dumps(data).replace("</", "<\\/").replace("<!--", "<\\!--")
-
-
 def candidates_html(candidates: list[Candidate], mol: Molecule3D, path_html: str) -> str:
     """Write a self-contained offline HTML page showing every candidate (click a table row); return its path.
 
@@ -687,14 +680,4 @@ def candidates_html(candidates: list[Candidate], mol: Molecule3D, path_html: str
     note = (f"{mol.formula}, {n_mol} molecules × {mol.n_atoms} atoms; click a row to show a candidate; the central "
             "molecule is thick with orange carbons; drag to rotate, scroll to zoom. Lower score is better. These are "
             "model proposals, not validated crystal structures.")
-    licence = resources.files("crystalflow").joinpath(*viz.VENDORED_3DMOL_LICENCE).read_text(encoding="utf-8")
-    fills = {"__TITLE__": html.escape(title), "__NOTE__": html.escape(note), "__STATUS__": viz.STATUS_ID,
-             "__VERSION_NOTE__": viz.VENDORED_3DMOL_VERSION,
-             "__LICENCE__": licence.replace("*/", "* /").replace("</", "< /"), "__DATA__": _script_safe_json(data)}
-    pattern = re.compile("|".join(re.escape(key) for key in fills))
-    # one pass, so filled-in text is never scanned again; the script goes in last, unscanned
-    head, tail = (pattern.sub(lambda hit: fills[hit.group(0)], part) for part in _PAGE.split("__3DMOL__"))
-    page = head + viz.vendored_3dmol_js().replace("</script", "<\\/script") + tail
-    os.makedirs(os.path.dirname(os.path.abspath(path_html)), exist_ok=True)
-    _atomic_write(path_html, page)
-    return path_html
+    return viz.write_3dmol_page(_PAGE, path_html, title, note, data)

@@ -321,12 +321,12 @@ def cosine_lambda(total_steps: int, warmup_steps: int, final_ratio: float) -> Ca
     return factor
 
 
-def _atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` to ``path.tmp``, fsync, rename over ``path``: ``path`` is never half-written."""
+def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
+    """Call ``write(f)`` on ``path.tmp``, fsync, rename over ``path``: ``path`` is never half-written."""
     tmp = path + ".tmp"
     try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
+        with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -336,25 +336,23 @@ def _atomic_save(obj: Any, path: str) -> None:
         raise
 
 
+def _atomic_save(obj: Any, path: str) -> None:
+    """``torch.save`` through :func:`_atomic_write`."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
 def _atomic_copy(src: str, dst: str) -> None:
-    """Copy ``src`` to ``dst`` through ``dst.tmp`` and a rename."""
-    tmp = dst + ".tmp"
-    try:
-        shutil.copyfile(src, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, dst)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
+    """Copy ``src`` to ``dst`` through :func:`_atomic_write`."""
+    def copy(f: Any) -> None:
+        with open(src, "rb") as g:
+            shutil.copyfileobj(g, f)
+
+    _atomic_write(dst, copy)
 
 
 def _atomic_write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    """Write ``text`` to ``path`` through :func:`_atomic_write`."""
+    _atomic_write(path, lambda f: f.write(text), mode="w")
 
 
 def _csv_text(rows: list[dict]) -> str:

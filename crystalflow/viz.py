@@ -324,6 +324,29 @@ def _vendored_licence() -> str:
     return text.replace("*/", "* /").replace("</", "< /")
 
 
+def write_3dmol_page(template: str, path_html: str, title: str, note: str, data: object,
+                     extra: dict[str, str] | None = None) -> str:
+    """Fill an HTML ``template`` that inlines 3Dmol.js and write it atomically to ``path_html``.
+
+    Placeholders: ``__TITLE__`` and ``__NOTE__`` (escaped), ``__STATUS__`` (the status element id),
+    ``__DATA__`` (``data`` as script-safe JSON), ``__VERSION_NOTE__`` and ``__LICENCE__`` (of the vendored
+    3Dmol.js), ``__3DMOL__`` (the script itself) and any ``extra`` ones (inserted verbatim).
+    """
+    fills = {"__TITLE__": html.escape(title), "__NOTE__": html.escape(note), "__STATUS__": STATUS_ID,
+             "__VERSION_NOTE__": VENDORED_3DMOL_VERSION, "__LICENCE__": _vendored_licence(),
+             "__DATA__": _script_safe_json(data), **(extra or {})}
+    pattern = re.compile("|".join(re.escape(key) for key in fills))
+    # one pass, so filled-in text is never scanned again; the script goes in last, unscanned
+    head, tail = (pattern.sub(lambda hit: fills[hit.group(0)], part) for part in template.split("__3DMOL__"))
+    page = head + vendored_3dmol_js().replace("</script", "<\\/script") + tail
+    os.makedirs(os.path.dirname(os.path.abspath(path_html)), exist_ok=True)
+    tmp = f"{path_html}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(page)
+    os.replace(tmp, path_html)
+    return path_html
+
+
 def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: str,
                 title: str = "crystalflow: prediction vs truth", labels: tuple[str, str] = ("prediction", "truth"),
                 centre: bool = True) -> str:
@@ -355,17 +378,4 @@ def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: s
     m, n, _ = t.shape
     note = (f"{m} molecules × {n} atoms; central molecule thick with orange carbons. "
             "Drag to rotate (both views follow), scroll to zoom.")
-    js = vendored_3dmol_js()
-    fills = {"__TITLE__": html.escape(title), "__NOTE__": html.escape(note), "__PANELS__": panel_html,
-             "__STATUS__": STATUS_ID, "__VERSION_NOTE__": VENDORED_3DMOL_VERSION,
-             "__LICENCE__": _vendored_licence(), "__DATA__": _script_safe_json(data)}
-    pattern = re.compile("|".join(re.escape(key) for key in fills))
-    # one pass, so filled-in text is never scanned again; the script goes in last, unscanned
-    parts = [pattern.sub(lambda hit: fills[hit.group(0)], part) for part in _PAGE.split("__3DMOL__")]
-    page = parts[0] + js.replace("</script", "<\\/script") + parts[1]
-    os.makedirs(os.path.dirname(os.path.abspath(path_html)), exist_ok=True)
-    tmp = f"{path_html}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path_html)
-    return path_html
+    return write_3dmol_page(_PAGE, path_html, title, note, data, {"__PANELS__": panel_html})

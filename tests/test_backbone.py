@@ -144,6 +144,28 @@ def test_radius_pairs_match_brute_force():
     assert torch.equal(got | got.T, expect & other_mol)
 
 
+def test_radius_pairs_cap_keeps_each_atoms_nearest_contacts():
+    batch = collate(two_clusters())
+    x = batch.x_s.double() * 0.5  # squeezed: many contacts per atom
+    cutoff, k = 4.0, 3
+    full_i, full_j = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol)
+    i, j = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol, max_neighbours=k)
+    n = len(x)
+    full = torch.zeros(n, n, dtype=torch.bool)
+    full[full_i, full_j] = True
+    got = torch.zeros_like(full)
+    got[i, j] = True
+    assert int(full.sum(1).max()) > k  # the cap is active
+    assert torch.equal(got, got.T) and bool((got <= full).all()) and len(i) <= 2 * n * k
+    d = torch.cdist(x, x).masked_fill(~full, float("inf"))
+    for a in range(n):  # every atom keeps its k nearest contacts (or all it has)
+        nearest = d[a].argsort()[: min(k, int(full[a].sum()))]
+        assert bool(got[a, nearest].all())
+    # undirected output: the same pairs, each once
+    ui, uj = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol, directed=False, max_neighbours=k)
+    assert bool((ui < uj).all()) and 2 * len(ui) == len(i)
+
+
 def test_intra_pairs_match_brute_force():
     batch = collate(two_clusters())
     x = batch.x_w.double()

@@ -31,14 +31,8 @@ STEPS_PER_EPOCH = 3
 
 
 def cod_dir() -> Path:
-    """The COD CIFs: embedded in the package, else the shared data folder beside the repository."""
-    embedded = Path(crystalflow.__file__).parent / "data" / "cod"
-    if embedded.is_dir() and any(embedded.glob("*.cif")):
-        return embedded
-    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "cod"
-    if not shared.is_dir():
-        pytest.skip("no COD CIFs (crystalflow/data/cod or ../shared/data/cod)")
-    return shared
+    """The COD CIFs embedded in the package."""
+    return Path(crystalflow.embedded_cif_dir())
 
 
 @pytest.fixture(scope="module")

@@ -206,7 +206,7 @@ def test_cluster_metrics_uses_best_pm_sample() -> None:
     row = cluster_metrics(np.stack([exploded, rigid_motion(x, seed=4)]), x, Z)
     expected = {
         "pm_atom", "pm_center", "collision", "separation", "compactness", "rigidity",
-        "rmsd_matched", "compack_n", "compack_rmsd", "compack_success",
+        "rmsd_matched", "compack_n", "compack_rmsd", "compack_success", "orientation",
     }
     assert set(row) == expected
     assert all(isinstance(v, float) for v in row.values())
@@ -214,6 +214,7 @@ def test_cluster_metrics_uses_best_pm_sample() -> None:
     assert row["compactness"] == 100.0 and row["collision"] == 0.0 and row["separation"] == 100.0
     assert row["rigidity"] == pytest.approx(0.0, abs=1e-9)
     assert row["compack_n"] == 15.0 and row["compack_success"] == 100.0
+    assert row["orientation"] == pytest.approx(0.0, abs=1e-5)
 
 
 def test_cluster_metrics_single_prediction() -> None:
@@ -233,3 +234,28 @@ def test_covalent_radii_match_gemmi() -> None:
     radii = metrics.covalent_radii(Z)
     assert radii[0] == pytest.approx(gemmi.Element(6).covalent_r)
     assert radii[-1] == pytest.approx(gemmi.Element(1).covalent_r)
+
+
+# ------------------------------------------------------------------------------------ orientation
+def test_orientation_error_hand_computed() -> None:
+    """0 for the truth and any rigid motion of it; one of M − 1 molecules turned by 30° about its centre
+    scores 30 / (M − 1); random orientations score about 126.5° (the mean angle of a random rotation)."""
+    from scipy.spatial.transform import Rotation
+
+    from crystalflow.metrics import RANDOM_ORIENTATION_DEG, orientation_error
+
+    x = lattice_cluster()
+    m = x.shape[0]
+    assert orientation_error(x, x, Z) == pytest.approx(0.0, abs=1e-6)
+    assert orientation_error(rigid_motion(x, seed=3), x, Z) == pytest.approx(0.0, abs=1e-6)
+    turned = x.copy()
+    c = turned[2].mean(0)
+    turned[2] = (turned[2] - c) @ Rotation.from_rotvec([0.0, 0.0, math.radians(30.0)]).as_matrix().T + c
+    assert orientation_error(turned, x, Z) == pytest.approx(30.0 / (m - 1), abs=1e-6)
+    assert orientation_error(np.stack([turned, x]), x, Z) == pytest.approx(0.0, abs=1e-6)  # min over K
+    scores = []
+    for seed in range(40):
+        rot = Rotation.random(m, random_state=seed).as_matrix()
+        local = x - x.mean(1, keepdims=True)
+        scores.append(orientation_error(np.einsum("mij,mnj->mni", rot, local) + x.mean(1, keepdims=True), x, Z))
+    assert abs(np.mean(scores) - RANDOM_ORIENTATION_DEG) < 5.0

@@ -10,8 +10,6 @@ import importlib
 import json
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ from crystalflow.metrics import rigidity
 from crystalflow.models import ModelConfig, build_model
 from crystalflow.molecule_input import read_molecule
 from crystalflow.noise import noise_model
+from pages import chromium_status, needs_chromium, needs_node, run_page_in_node
 from crystalflow.viz import STATUS_ID, vendored_3dmol_js
 
 # the module, even if the package re-exports the function under the same name
@@ -35,8 +34,6 @@ K = 4
 #: Euler steps in the tests: the plumbing is the same for any count
 STEPS = 2
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_TIMEOUT_S = 90
 BENZENE_CIF = "2100348-benzene.cif"
 
 
@@ -229,17 +226,8 @@ def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
 
 
 # ------------------------------------------------------------------------------------------ browsers
-_NODE_HARNESS = r"""
-// Run the page's own script with a stub DOM and viewer, parsing each candidate with the real 3Dmol.js parser.
-const fs = require('fs');
-const html = fs.readFileSync(process.argv[2], 'utf8');
-const scripts = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(m => m[1]);
-global.window = global;
-global.navigator = {userAgent: 'node'};
-global.document = {createElement: () => ({getContext: () => null, style: {}}), addEventListener() {},
-                   querySelectorAll: () => [], readyState: 'complete'};
-fs.writeFileSync(process.argv[3], scripts[0]);
-const real = require(process.argv[3]);
+_NODE_BODY = r"""
+// The page's own script with a stub DOM and viewer, each candidate parsed by the real 3Dmol.js parser.
 const els = {};
 const el = id => (els[id] = els[id] || {id, textContent: '', children: [], appendChild(c) { this.children.push(c); }});
 const win = {addEventListener() {}};
@@ -264,32 +252,16 @@ console.log(JSON.stringify({status: els['cf-status'].textContent, rows, models})
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@needs_node
 def test_viewer_script_with_node(run, tmp_path):
     out, cands = run
-    harness = tmp_path / "harness.js"
-    harness.write_text(_NODE_HARNESS)
-    proc = subprocess.run(["node", str(harness), str(out / "viewer.html"), str(tmp_path / "3dmol.js")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result = run_page_in_node(out / "viewer.html", _NODE_BODY, tmp_path)
     assert result["status"] == "ok" and result["rows"] == K
     expected = {"fmt": "pdb", "atoms": N_MOL * ASPIRIN_ATOMS, "residues": N_MOL, "inter": 0}
     assert result["models"] == [expected] * K
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+@needs_chromium
 def test_viewer_in_headless_chromium(run, tmp_path):
     out, _ = run
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-        "--disable-component-update", "--disable-sync", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
-        "--virtual-time-budget=10000", f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-        (out / "viewer.html").as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
-    match = re.search(rf'id="{STATUS_ID}"[^>]*>([^<]*)<', proc.stdout)
-    assert match, f"no status element in the DOM dump; stderr: {proc.stderr[-2000:]}"
-    if match.group(1) == "no-webgl":
-        pytest.skip("this headless chromium has no WebGL")
-    assert match.group(1) == "ok", match.group(1)
+    assert chromium_status(out / "viewer.html", tmp_path) == "ok"

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pages import chromium_status, needs_chromium, needs_node, run_page_in_node
 from crystalflow.viz import (
     STATUS_ID, VENDORED_3DMOL_VERSION, cluster_to_pdb, cluster_to_xyz, molecule_bonds, trajectory_strip,
     vendored_3dmol_js, viewer_html,
@@ -19,9 +18,6 @@ from crystalflow.viz import (
 RING, CH = 1.39, 1.08
 N_MOL = 17
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CHROMIUM = "/usr/bin/chromium"
-#: seconds a headless browser may take to open the page
-BROWSER_TIMEOUT_S = 90
 
 
 def _benzene() -> tuple[np.ndarray, np.ndarray]:
@@ -123,17 +119,8 @@ def test_vendored_3dmol_licence():
     assert vendored_3dmol_js().startswith("/*! For license information")
 
 
-_NODE_HARNESS = r"""
-// Run the page's own script with a stub DOM and viewer, parsing each model with the real 3Dmol.js parser.
-const fs = require('fs');
-const html = fs.readFileSync(process.argv[2], 'utf8');
-const scripts = [...html.matchAll(/<script>([\s\S]*?)<\/script>/g)].map(m => m[1]);
-global.window = global;
-global.navigator = {userAgent: 'node'};
-global.document = {createElement: () => ({getContext: () => null, style: {}}), addEventListener() {},
-                   querySelectorAll: () => [], readyState: 'complete'};
-fs.writeFileSync(process.argv[3], scripts[0]);
-const real = require(process.argv[3]);
+_NODE_BODY = r"""
+// The page's own script with a stub DOM and viewer, each model parsed by the real 3Dmol.js PDB parser.
 const els = {};
 const el = id => (els[id] = els[id] || {id, textContent: ''});
 global.window = {addEventListener() {}};
@@ -156,18 +143,11 @@ console.log(JSON.stringify({status: els['cf-status'].textContent, models}));
 """
 
 
-@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+@needs_node
 def test_viewer_script_and_models_with_node(tmp_path):
     """The page's script under node (stub DOM/viewer), its models parsed by the real 3Dmol.js PDB parser."""
-    import json
-
     path, truth, z = _write_page(tmp_path)
-    harness = tmp_path / "harness.js"
-    harness.write_text(_NODE_HARNESS)
-    proc = subprocess.run(["node", str(harness), str(path), str(tmp_path / "3dmol.js")],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    out = run_page_in_node(path, _NODE_BODY, tmp_path)
     assert out["status"] == "ok"
     m, n = truth.shape[:2]
     expected = {"fmt": "pdb", "atoms": m * n, "h": m * int((z == 1).sum()), "residues": m,
@@ -175,17 +155,7 @@ def test_viewer_script_and_models_with_node(tmp_path):
     assert out["models"] == [{"id": f"cf-viewer-{k}", **expected} for k in range(2)]
 
 
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is not installed")
+@needs_chromium
 def test_viewer_in_headless_chromium(tmp_path):
     path, _, _ = _write_page(tmp_path)
-    cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--virtual-time-budget=10000",
-        f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom", path.as_uri(),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=BROWSER_TIMEOUT_S)
-    match = re.search(rf'id="{STATUS_ID}"[^>]*>([^<]*)<', proc.stdout)
-    assert match, f"no status element in the DOM dump; stderr: {proc.stderr[-2000:]}"
-    if match.group(1) == "no-webgl":
-        pytest.skip("this headless chromium has no WebGL")
-    assert match.group(1) == "ok", match.group(1)
+    assert chromium_status(path, tmp_path) == "ok"
