@@ -40,6 +40,9 @@ TABLE_METRICS = {
 #: quick preset: molecules up to this many atoms (keeps clusters below ~900 atoms)
 QUICK_MAX_ATOMS = 50
 QUICK_EPOCHS = 6
+#: full preset: the default model size, trained this many epochs with this batch size (a GPU run)
+FULL_EPOCHS = 20
+FULL_BATCH = 8
 
 
 @dataclass
@@ -74,7 +77,7 @@ def full_plan(shared_data: str) -> BenchmarkPlan:
     missing = [s for s in sources if not os.path.isdir(s)]
     if missing:
         raise UserError(f"full benchmark needs {', '.join(missing)}; use --quick for the embedded set")
-    return BenchmarkPlan(sources=sources, epochs=30, samples=4)
+    return BenchmarkPlan(sources=sources, epochs=FULL_EPOCHS, batch_size=FULL_BATCH, samples=4)
 
 
 def _link_inputs(sources: list[str], dest: str) -> str:
@@ -94,18 +97,65 @@ def _test_means(metrics: dict) -> dict[str, float]:
     return {k: v["mean"] for k, v in metrics.get("test", {}).items() if isinstance(v, dict) and "mean" in v}
 
 
-def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=print) -> dict:
-    """Run ``plan`` into ``out_dir``; finished steps (runs, predictions, metrics) are reused on re-run."""
+def _sample_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: int, progress: bool = True) -> dict:
+    """Train (methods) or run (baselines), sample and evaluate one (variant, method, seed); reuse what exists.
+
+    Returns the row of test means plus the seconds it took.
+    """
     from .baselines import run_baseline
     from .evaluate import evaluate
     from .models import ModelConfig
     from .samplers import sample_dataset
     from .train import TrainConfig, load_model, train
 
+    t0 = time.time()
+    data = os.path.join(out_dir, "data", variant)
+    pred = os.path.join(out_dir, "pred", variant, name, f"seed{seed}")
+    metrics_path = os.path.join(pred, "metrics.json")
+    if not os.path.exists(metrics_path):
+        if name in plan.baselines:
+            run_baseline(name, data, "test", pred, samples=plan.samples, seed=seed, progress=progress, overwrite=True)
+        else:
+            run_dir = os.path.join(out_dir, "runs", variant, name, f"seed{seed}")
+            if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not _finished(run_dir):
+                shutil.rmtree(run_dir, ignore_errors=True)
+                config = TrainConfig(
+                    epochs=plan.epochs, batch_size=plan.batch_size, seed=seed, log_every=10**9,
+                    model=ModelConfig(method=name, **plan.model),
+                )
+                train(data, run_dir, config, progress=progress)
+            device = _sample_device()
+            model, _ = load_model(run_dir, device=device)
+            info = {"method": name, "model": run_dir, "weights": "ema"}
+            sample_dataset(model, data, "test", pred, info, samples=plan.samples, steps=plan.steps,
+                           seed=seed, overwrite=True, progress=progress, device=device)
+        evaluate(pred, metrics_path, progress=False)
+    with open(metrics_path) as f:
+        means = _test_means(json.load(f))
+    return {"variant": variant, "method": name, "seed": seed, **means, "_seconds": time.time() - t0}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=print, jobs: int = 1) -> dict:
+    """Run ``plan`` into ``out_dir``; finished steps (runs, predictions, metrics) are reused on re-run.
+
+    ``jobs`` > 1 runs that many (variant, method, seed) tasks at once in worker processes (e.g. several
+    trainings sharing one GPU); each worker gets ``cpu_count // jobs`` torch threads.
+    """
     start = time.time()
     os.makedirs(out_dir, exist_ok=True)
     inputs = _link_inputs(plan.sources, os.path.join(out_dir, "inputs"))
-    rows: list[dict] = []
     for variant, inversion in VARIANTS.items():
         settings = BuildSettings(
             noise=noise_model(DEFAULT_PRESET, inversion), noise_preset=DEFAULT_PRESET,
@@ -115,40 +165,35 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
         log(f"[{variant}] dataset -> {data}")
         summary = build_dataset(inputs, data, settings, workers=plan.workers, progress=progress).summary
         log(f"[{variant}] {summary['clusters']} clusters (test {summary['splits']['test']})")
-        for seed in plan.seeds:
-            for name in plan.methods + plan.baselines:
-                tag = f"{variant}/{name}/seed{seed}"
-                pred = os.path.join(out_dir, "pred", variant, name, f"seed{seed}")
-                metrics_path = os.path.join(pred, "metrics.json")
-                t0 = time.time()
-                if not os.path.exists(metrics_path):
-                    if name in plan.baselines:
-                        run_baseline(name, data, "test", pred, samples=plan.samples, seed=seed,
-                                     progress=progress, overwrite=True)
-                    else:
-                        run_dir = os.path.join(out_dir, "runs", variant, name, f"seed{seed}")
-                        if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not _finished(run_dir):
-                            shutil.rmtree(run_dir, ignore_errors=True)
-                            config = TrainConfig(
-                                epochs=plan.epochs, batch_size=plan.batch_size, seed=seed, log_every=10**9,
-                                model=ModelConfig(method=name, **plan.model),
-                            )
-                            train(data, run_dir, config, progress=progress)
-                        model, _ = load_model(run_dir)
-                        info = {"method": name, "model": run_dir, "weights": "ema"}
-                        sample_dataset(model, data, "test", pred, info, samples=plan.samples, steps=plan.steps,
-                                       seed=seed, overwrite=True, progress=progress)
-                    evaluate(pred, metrics_path, progress=False)
-                with open(metrics_path) as f:
-                    means = _test_means(json.load(f))
-                rows.append({"variant": variant, "method": name, "seed": seed, **means})
-                log(f"[{tag}] pm_atom {means.get('pm_atom', float('nan')):.2f} "
-                    f"pm_center {means.get('pm_center', float('nan')):.2f} "
-                    f"compack_success {means.get('compack_success', float('nan')):.0f}% ({time.time() - t0:.0f} s)")
+    tasks = [(v, name, seed) for v in VARIANTS for seed in plan.seeds for name in plan.methods + plan.baselines]
+
+    def report(row: dict) -> None:
+        log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks)} done) pm_atom {row.get('pm_atom', float('nan')):.2f} "
+            f"pm_center {row.get('pm_center', float('nan')):.2f} "
+            f"compack_success {row.get('compack_success', float('nan')):.0f}% "
+            f"orientation {row.get('orientation', float('nan')):.0f}° ({row['_seconds']:.0f} s)")
+
+    done: dict[tuple, dict] = {}
+    if jobs <= 1:
+        for task in tasks:
+            done[task] = run_task(out_dir, plan, *task, progress=progress)
+            report(done[task])
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(threads,)) as pool:
+            futures = {pool.submit(run_task, out_dir, plan, *task, False): task for task in tasks}
+            for future in as_completed(futures):
+                done[futures[future]] = future.result()
+                report(done[futures[future]])
+    rows = [{k: v for k, v in done[task].items() if k != "_seconds"} for task in tasks]
     seconds = time.time() - start
-    report = write_report(out_dir, rows, plan, seconds)
+    report_out = write_report(out_dir, rows, plan, seconds)
     log(f"benchmark finished in {seconds / 60:.1f} min: {os.path.join(out_dir, 'results.md')}")
-    return report
+    return report_out
 
 
 def _finished(run_dir: str) -> bool:
@@ -205,7 +250,11 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
 
 
 def _plot(out_dir: str, table: dict, order: list[str]) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a model-only install (e.g. a GPU node): the tables are written, the picture not
+        print("matplotlib is not installed: results.png skipped", flush=True)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -217,10 +266,10 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
         for k, variant in enumerate(VARIANTS):
             methods = [m for m in order if (variant, m) in table]
             vals = [table[(variant, m)].get(metric, (np.nan, 0, 0)) for m in methods]
-            x = np.arange(len(methods)) + (k - 0.5) * width
+            x = np.array([order.index(m) for m in methods], dtype=float) + (k - 0.5) * width
             ax.bar(x, [v[0] for v in vals], width, yerr=[v[1] for v in vals], label=variant, capsize=3)
         ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels([LABELS[m] for m in order], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels([LABELS.get(m, m) for m in order], rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric} ({unit})")
         ax.legend(fontsize=8)
     fig.suptitle("crystalflow benchmark: test split, mean ± std over seeds")

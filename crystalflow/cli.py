@@ -156,7 +156,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     plan = quick_plan() if args.quick else full_plan(args.shared)
     if args.seeds:
         plan.seeds = tuple(range(args.seeds))
-    run_benchmark(args.output, plan, progress=not args.quiet)
+    if args.methods is not None:
+        plan.methods = tuple(args.methods)
+    if args.baselines is not None:
+        plan.baselines = tuple(args.baselines)
+    jobs = args.jobs if args.jobs is not None else (min(2, os.cpu_count() or 1) if args.quick else 1)
+    run_benchmark(args.output, plan, progress=not args.quiet, jobs=jobs)
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
@@ -279,6 +284,13 @@ def make_parser() -> argparse.ArgumentParser:
     bm.add_argument("--quick", action="store_true", help="embedded COD set, small model (about 15 min on 2 cores)")
     bm.add_argument("--shared", default=os.path.join("..", "shared", "data"), help="folder with cod/ csd500/ ocelot/")
     bm.add_argument("--seeds", type=_positive, default=None, help="number of seeds (default 3)")
+    bm.add_argument("--methods", nargs="*", choices=["gnn-md", "ve", "vp", "lerp", "rigid"], default=None,
+                    help="learned methods to run (default: all; none: baselines only)")
+    bm.add_argument("--baselines", nargs="*", choices=["identity", "packmol"], default=None,
+                    help="baselines to run (default: both; none: learned methods only)")
+    bm.add_argument("--jobs", type=_positive, default=None,
+                    help="tasks run at once in worker processes, e.g. trainings sharing a GPU "
+                         "(default: 2 with --quick on 2+ cores, else 1)")
     bm.add_argument("-o", "--output", required=True, help="report directory (re-running continues it)")
     bm.add_argument("-q", "--quiet", action="store_true")
     bm.set_defaults(func=_cmd_benchmark)

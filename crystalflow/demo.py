@@ -17,7 +17,9 @@ DEMO_EPOCHS = 4
 DEMO_SAMPLES = 2
 DEMO_STEPS = 10
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
-REPORT_METRICS = ("pm_atom", "pm_center", "rmsd_matched", "compack_success", "collision", "separation", "rigidity")
+REPORT_METRICS = (
+    "pm_atom", "pm_center", "rmsd_matched", "compack_success", "orientation", "collision", "separation", "rigidity",
+)
 
 
 def run_demo(out: str, seed: int = 0, workers: int = 2, epochs: int = DEMO_EPOCHS, progress: bool = True,
