@@ -213,6 +213,11 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, 
     return out
 
 
+def _cell(mean: float, std: float, n: int) -> str:
+    """``mean ± std`` over seeds; a single seed has no spread to show."""
+    return f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
+
+
 def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: float) -> dict:
     """results.csv (one row per variant, method, seed), results.md (Tables 1–2 layout) and plots."""
     table = summarise(rows)
@@ -229,7 +234,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         f"seeds {list(plan.seeds)}; {plan.epochs} epochs; K = {plan.samples} samples, {plan.steps} Euler steps; "
         f"molecules up to {plan.max_atoms} atoms; wall time {seconds / 60:.1f} min.",
         "",
-        "Mean ± std over seeds of the test-split means. PM in Å (min over K samples; lower is better); "
+        "Mean ± std over seeds (just the value for one seed) of the test-split means. PM in Å (min over K samples; lower is better); "
         "compack_success in % of clusters (≥ 8/15 molecules matched with RMSD < 2 Å); orientation: mean error "
         "(degrees) of the molecules' orientations relative to the central one (random ≈ 126°); collision in % "
         "of inter-molecular atom pairs; separation in % of molecule pairs.",
@@ -241,7 +246,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
             stats = table.get((variant, method))
             if not stats:
                 continue
-            cells = [f"{stats[m][0]:.2f} ± {stats[m][1]:.2f}" if m in stats else "–" for m in TABLE_METRICS]
+            cells = [_cell(*stats[m]) if m in stats else "–" for m in TABLE_METRICS]
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -52,12 +52,18 @@ class ModelConfig:
     vp_beta_max: float = paths.VP_BETA_MAX
     vp_scale: float = paths.VP_SCALE  #: length unit (Å) of the VP process
     compile: bool = False  #: torch.compile the backbone's layer stack
+    #: give the velocity network x_w besides x_t (the paper's v_θ(x_t, x_w, t)). With a path that starts at
+    #: x_w, (x_t − x_w)/t reveals the LERP target for t > 0, so the network need only learn near t = 0;
+    #: False trains v_θ(x_t, t) (lerp and rigid only: their flows still start from x_w)
+    condition_on_input: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
         if self.backbone not in ("fast", "reference"):
             raise ValueError(f"unknown backbone {self.backbone!r}; choose 'fast' or 'reference'")
+        if not self.condition_on_input and self.method not in ("lerp", "rigid"):
+            raise ValueError("condition_on_input=False needs a path that starts at x_w (lerp or rigid)")
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -113,6 +119,10 @@ class CrystalModel(nn.Module):
         """True when the model moves whole molecules (the rigid method)."""
         return isinstance(self.path, paths.RigidPath)
 
+    def _condition(self, x_w: Tensor, x_t: Tensor) -> Tensor:
+        """What the backbone gets as its input cluster: x_w, or x_t itself when not conditioning on x_w."""
+        return x_w if self.config.condition_on_input else x_t
+
     def constrain(self, x: Tensor, batch: Batch) -> Tensor:
         """Positions a model's state must have: the rigid method's molecules are the input conformer
         superposed on ``x`` (proper rotations); other methods leave ``x`` unchanged."""
@@ -138,11 +148,11 @@ class CrystalModel(nn.Module):
             g = batch.num_molecules
             motion = self.path.motion(x_w, x_s, batch.mol, g)
             x_t = self.constrain(self.path.sample_xt(x_w, motion, t_atom, noise, batch.mol), batch)
-            v = rigid_velocity(self.backbone(x_t, x_w, t, batch), x_t, batch.mol, g)
+            v = rigid_velocity(self.backbone(x_t, self._condition(x_w, x_t), t, batch), x_t, batch.mol, g)
             return ((v - self.path.target_velocity(x_t, motion, batch.mol, g)) ** 2).mean()
         x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
         target = self.path.target_velocity(x_w, x_s, t_atom, noise)
-        return ((self.backbone(x_t, x_w, t, batch) - target) ** 2).mean()
+        return ((self.backbone(x_t, self._condition(x_w, x_t), t, batch) - target) ** 2).mean()
 
     def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
         """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
@@ -154,9 +164,9 @@ class CrystalModel(nn.Module):
         c = self.centres(batch)
         if self.is_rigid:
             x_t = self.constrain(x_t, batch)
-            v = self.backbone(x_t - c, batch.x_w - c, t, batch)
+            v = self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
             return rigid_velocity(v, x_t, batch.mol, batch.num_molecules)
-        return self.backbone(x_t - c, batch.x_w - c, t, batch)
+        return self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
 
     def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         """x_0 [N, 3] in the batch's frame (gnn-md: x_w itself)."""

@@ -145,3 +145,23 @@ def overfit(method: str, **kw) -> tuple[float, float]:
 def test_tiny_model_overfits_one_cluster(method, kw):
     first, final = overfit(method, **kw)
     assert final * OVERFIT_FACTOR <= first, (first, final)
+
+
+@pytest.mark.parametrize("method", ["lerp", "rigid"])
+def test_unconditioned_velocity_ignores_x_w_beyond_the_start(method):
+    """condition_on_input=False: v_θ(x_t, t) — turning a molecule of x_w about its centre changes nothing."""
+    model = tiny(method, condition_on_input=False).double()
+    batch = small_batch()
+    x = batch.x_w + 0.2
+    v = model.velocity(x, 0.4, batch)
+    sel = batch.mol == 1
+    c = batch.x_w[sel].mean(0)
+    rot = torch.tensor(Rotation.from_rotvec([0.0, 0.0, 1.0]).as_matrix())
+    batch.x_w[sel] = (batch.x_w[sel] - c) @ rot.T + c
+    if method == "lerp":
+        torch.testing.assert_close(model.velocity(x, 0.4, batch), v, atol=1e-10, rtol=0)
+    conditioned = tiny(method).double()
+    assert not torch.allclose(conditioned.velocity(x, 0.4, batch), conditioned.velocity(x, 0.4, small_batch()))
+    assert torch.isfinite(model.loss(small_batch(), torch.Generator().manual_seed(0)))
+    with pytest.raises(ValueError):
+        ModelConfig(method="ve", condition_on_input=False)
