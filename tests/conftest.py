@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 import crystalflow
 
@@ -46,3 +47,12 @@ def write(path: Path, text: str | bytes) -> Path:
     else:
         path.write_text(text)
     return path
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny tensors: one torch thread avoids OpenMP synchronisation costs on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -16,6 +16,9 @@ from crystalflow.backbone import (
 from crystalflow.dataset import collate
 from crystalflow.shards import ClusterRecord
 
+#: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 #: two small made-up molecules (Å) with atomic numbers
 MOL_A = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3], [0.3, -0.9, 0.9]])
 Z_A = np.array([6, 6, 8, 7, 1])
@@ -31,15 +34,6 @@ VARIANTS = {
     "fast": BackboneConfig(variant="fast", intra_cutoff=3.0, contact_cutoff=4.0, mol_cutoff=30.0, **SMALL),
 }
 
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def make_record(template: np.ndarray, z: np.ndarray, n_mol: int, seed: int) -> ClusterRecord:
     """A toy cluster: randomly rotated copies on a grid (x_s) and a rotated, spread, displaced copy (x_w)."""

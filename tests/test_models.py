@@ -10,6 +10,9 @@ from crystalflow.dataset import collate
 from crystalflow.models import METHODS, ModelConfig, build_model
 from crystalflow.shards import ClusterRecord
 
+#: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 MOL = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3]])
 Z = np.array([6, 6, 8, 7])
 SPACING = 4.5
@@ -19,15 +22,6 @@ OVERFIT_STEPS = 400
 OVERFIT_LR = 2e-3
 OVERFIT_FACTOR = 100.0
 
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def make_record(n_mol: int, seed: int) -> ClusterRecord:
     """A toy cluster: rotated copies of MOL on a grid (x_s); rotated, spread, displaced copies (x_w)."""
@@ -141,7 +135,7 @@ def overfit(method: str, **kw) -> tuple[float, float]:
     return first, final
 
 
-@pytest.mark.parametrize("method,kw", [("lerp", {"lerp_sigma": 0.0}), ("gnn-md", {})])
+@pytest.mark.parametrize("method,kw", [("lerp", {"lerp_sigma": 0.0}), ("gnn-md", {}), ("rigid", {"lerp_sigma": 0.0})])
 def test_tiny_model_overfits_one_cluster(method, kw):
     first, final = overfit(method, **kw)
     assert final * OVERFIT_FACTOR <= first, (first, final)

@@ -16,20 +16,14 @@ from crystalflow.paths import (
     vp_path,
 )
 
+#: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 N_ATOMS = 12
 FD_STEP = 1e-6  #: central-difference step in t (float64)
 FD_TOL = 1e-6
 EXACT = 1e-12
 
-
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread avoids OpenMP synchronisation costs on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 def tensors(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
