@@ -61,6 +61,7 @@ from .molecules import centre_of_mass
 from .noise import DEFAULT_PRESET, NoiseModel, apply_noise, noise_model
 from .pipeline import DENSITY_FACTOR
 from .shards import ClusterRecord
+from .viz import SCRIPT_PRELUDE
 
 if TYPE_CHECKING:
     import argparse
@@ -597,19 +598,7 @@ _PAGE = """<!DOCTYPE html>
 <th>collision %</th><th>rigidity Å</th></tr></thead><tbody id="cf-table"></tbody></table></div>
 <div id="cf-viewer"></div>
 </div>
-<div id="__STATUS__">loading</div>
-<script>
-/* 3Dmol.js __VERSION_NOTE__, inlined so this page works offline. Its licence:
-__LICENCE__
-*/
-__3DMOL__
-</script>
-<script>
-(function () {
-  var status = document.getElementById("__STATUS__");
-  window.addEventListener("error", function (e) { status.textContent = "error: " + e.message; });
-  var data = __DATA__;
-  var table = document.getElementById("cf-table");
+""" + SCRIPT_PRELUDE + """  var table = document.getElementById("cf-table");
   var rows = data.candidates.map(function (c, k) {
     var tr = document.createElement("tr");
     tr.className = "cand";

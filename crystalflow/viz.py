@@ -251,6 +251,22 @@ def _script_safe_json(data: object) -> str:
     return json.dumps(data).replace("</", "<\\/").replace("<!--", "<\\!--")
 
 
+#: the part every 3Dmol page shares: the status element, the inlined 3Dmol.js, and the start of the page's
+#: script (status and error handling, ``data``); a page template continues the function after it
+SCRIPT_PRELUDE = """<div id="__STATUS__">loading</div>
+<script>
+/* 3Dmol.js __VERSION_NOTE__, inlined so this page works offline. Its licence:
+__LICENCE__
+*/
+__3DMOL__
+</script>
+<script>
+(function () {
+  var status = document.getElementById("__STATUS__");
+  window.addEventListener("error", function (e) { status.textContent = "error: " + e.message; });
+  var data = __DATA__;
+"""
+
 _PAGE = """<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -269,19 +285,7 @@ _PAGE = """<!DOCTYPE html>
 <h3>__TITLE__</h3>
 <p class="note">__NOTE__</p>
 <div class="row">__PANELS__</div>
-<div id="__STATUS__">loading</div>
-<script>
-/* 3Dmol.js __VERSION_NOTE__, inlined so this page works offline. Its licence:
-__LICENCE__
-*/
-__3DMOL__
-</script>
-<script>
-(function () {
-  var status = document.getElementById("__STATUS__");
-  window.addEventListener("error", function (e) { status.textContent = "error: " + e.message; });
-  var data = __DATA__;
-  try {
+""" + SCRIPT_PRELUDE + """  try {
     var probe = document.createElement("canvas");
     if (!(probe.getContext("webgl2") || probe.getContext("webgl"))) {
       status.textContent = "no-webgl";
