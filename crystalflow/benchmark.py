@@ -19,6 +19,7 @@ import numpy as np
 from . import __version__, embedded_cif_dir
 from .build import build_dataset
 from .errors import UserError
+from .metrics import RANDOM_ORIENTATION_DEG
 from .noise import DEFAULT_PRESET, noise_model
 from .pipeline import BuildSettings
 
@@ -276,8 +277,12 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
         ax.set_xticks(np.arange(len(order)))
         ax.set_xticklabels([LABELS.get(m, m) for m in order], rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric} ({unit})")
-        ax.legend(fontsize=8)
+        ax.set_ylim(bottom=0.0, top=100.0 if unit == "%" else None)
+        if metric == "orientation":
+            ax.axhline(RANDOM_ORIENTATION_DEG, color="grey", linestyle="--", linewidth=1, label="random")
     fig.suptitle("crystalflow benchmark: test split, mean ± std over seeds")
+    for ax in axes:
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "results.png"), dpi=120)
     plt.close(fig)
