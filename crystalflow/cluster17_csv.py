@@ -351,6 +351,21 @@ def _is_float(s: str) -> bool:
         return False
 
 
+#: largest RMSD (Å) of the best rigid (or mirrored) fit of an input molecule onto its crystal copy
+RIGID_TOL = 0.05
+
+
+def rigid_fit_rmsd(x_w: np.ndarray, x_s: np.ndarray) -> np.ndarray:
+    """Per molecule ``[M]``: RMSD of the best orthogonal (rotation or mirror) + translation fit of
+    ``x_w[m]`` onto ``x_s[m]`` (both ``[M, n, 3]``, same atom order) — 0 for a rigidly moved copy."""
+    p = x_w - x_w.mean(axis=1, keepdims=True)
+    q = x_s - x_s.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum("mai,maj->mij", p, q))
+    rot = np.einsum("mji,mkj->mik", vt, u)  # orthogonal Procrustes: maps p onto q
+    fitted = np.einsum("mij,maj->mai", rot, p)
+    return np.sqrt(((fitted - q) ** 2).sum(-1).mean(-1))
+
+
 def read_pair(raw_dir: str, cid: str) -> ClusterRecord:
     """The cluster ``cid`` of a COD-Cluster17 folder (meta not filled in), or ``_Bad``."""
     if "/" in cid or "\\" in cid or cid in (".", ".."):
@@ -372,6 +387,11 @@ def read_pair(raw_dir: str, cid: str) -> ClusterRecord:
     if len(z_s) != len(z_w) or np.any(z_s != z_w):
         raise _Bad("unreadable", f"molecules differ between the files: {formula(z_s)} in {final_rel}, "
                                  f"{formula(z_w)} in {initial_rel} (or another atom order)")
+    rmsd = rigid_fit_rmsd(x_w.astype(np.float64), x_s.astype(np.float64))
+    worst = int(np.argmax(rmsd))
+    if rmsd[worst] > RIGID_TOL:
+        raise _Bad("not_rigid", f"molecule {mol_s[worst]} of {initial_rel} is not a rigid motion of its copy in "
+                                f"{final_rel} (best fit RMSD {rmsd[worst]:.3f} Å > {RIGID_TOL} Å)")
     return ClusterRecord(x_s=x_s.astype(np.float32), x_w=x_w.astype(np.float32), z=z_s)
 
 

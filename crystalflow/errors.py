@@ -15,6 +15,7 @@ REASONS: dict[str, str] = {
     "z_prime_gt_1": "more than one molecule in the asymmetric unit (Z' > 1)",
     "no_carbon_or_hydrogen": "molecule lacks carbon or hydrogen (inorganic, or hydrogens not modelled)",
     "too_large": "molecule has more atoms than the configured limit",
+    "not_rigid": "an input molecule (x_w) is not a rigid motion, possibly mirrored, of its crystal copy (import-cluster17)",
     "internal_error": "unexpected failure while processing this file (bug: please report with the file)",
 }
 

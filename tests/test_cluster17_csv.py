@@ -184,12 +184,19 @@ def test_bad_files_become_rejects(exported: Path, tmp_path: Path) -> None:
     _edit(initial / f"{ids[4]}_cluster16_noised.csv", lambda ls: ls[:-n_atoms])  # 16 molecules vs 17
     (final / "notes.csv").write_text("not a cluster\n")
 
+    def stretch(ls):  # one atom of the first molecule moved by 0.5 Å: no longer a rigid copy
+        cells = ls[1].rstrip("\n").split(",")
+        cells[2] = str(float(cells[2]) + 0.5)
+        return [ls[0], ",".join(cells) + "\n"] + ls[2:]
+    _edit(initial / f"{ids[5]}_cluster16_noised.csv", stretch)
+
     summary = import_cluster17(str(raw), str(tmp_path / "ds"), progress=False)
     rejects = {r["file"]: r for r in read_rows(tmp_path / "ds" / "rejects.csv")}
     assert set(rejects) == {
         f"FinalPositions/{ids[0]}_cluster16.csv", f"FinalPositions/{ids[1]}_cluster16.csv",
         f"FinalPositions/{ids[2]}_cluster16.csv", f"FinalPositions/{ids[3]}_cluster16.csv",
-        f"FinalPositions/{ids[4]}_cluster16.csv", "FinalPositions/notes.csv",
+        f"FinalPositions/{ids[4]}_cluster16.csv", f"FinalPositions/{ids[5]}_cluster16.csv",
+        "FinalPositions/notes.csv",
     }
     assert all(r["reason"] in REASONS for r in rejects.values())
     assert "missing partner" in rejects[f"FinalPositions/{ids[0]}_cluster16.csv"]["detail"]
@@ -198,9 +205,11 @@ def test_bad_files_become_rejects(exported: Path, tmp_path: Path) -> None:
     assert rejects[f"FinalPositions/{ids[3]}_cluster16.csv"]["reason"] == "unknown_element"
     assert "'Xq'" in rejects[f"FinalPositions/{ids[3]}_cluster16.csv"]["detail"]
     assert "17 molecules" in rejects[f"FinalPositions/{ids[4]}_cluster16.csv"]["detail"]
-    assert summary["rejected"] == 6
-    assert summary["reject_reasons"] == {"unreadable": 5, "unknown_element": 1}
-    good = ids[5:]
+    assert rejects[f"FinalPositions/{ids[5]}_cluster16.csv"]["reason"] == "not_rigid"
+    assert "best fit RMSD" in rejects[f"FinalPositions/{ids[5]}_cluster16.csv"]["detail"]
+    assert summary["rejected"] == 7
+    assert summary["reject_reasons"] == {"unreadable": 5, "unknown_element": 1, "not_rigid": 1}
+    good = ids[6:]
     assert summary["clusters"] == len(good)
     assert [r["key"] for r in read_rows(tmp_path / "ds" / "clusters.csv")] == good
 
@@ -267,3 +276,18 @@ def test_ids_are_safe_and_unique(dataset: Path, tmp_path: Path) -> None:
     assert cluster_id(unnamed, False) == "hidden"
     assert export_cluster17(str(ds), str(tmp_path / "raw"), progress=False) == len(rows)
     assert (tmp_path / "raw" / "FinalPositions" / "a_b_c_0_cluster16.csv").is_file()
+
+
+def test_rigid_fit_rmsd_hand_computed() -> None:
+    """0 for a rotated, moved and mirrored copy; a two-atom molecule stretched from 1 to 3 Å fits to 1 Å RMSD."""
+    from scipy.spatial.transform import Rotation
+
+    from crystalflow.cluster17_csv import rigid_fit_rmsd
+
+    mol = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.2, 0.3], [-0.4, 0.2, 1.1]])
+    rot = Rotation.from_rotvec([0.3, -1.0, 2.0]).as_matrix()
+    moved = np.stack([mol @ rot.T + 5.0, -(mol @ rot.T) + 1.0])  # rigid; mirrored through its centre
+    assert np.allclose(rigid_fit_rmsd(moved, np.stack([mol, mol])), 0.0, atol=1e-12)
+    pair = np.array([[[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    stretched = np.array([[[0.0, 0.0, 0.0], [3.0, 0.0, 0.0]]])
+    assert rigid_fit_rmsd(stretched, pair)[0] == pytest.approx(1.0)  # each atom 1 Å off after centring
