@@ -22,6 +22,7 @@ from importlib import resources
 import numpy as np
 
 from .elements import COVALENT_RADIUS, symbol
+from .geometry import kabsch
 
 #: a bond joins atoms closer than the sum of their covalent radii plus this (Å)
 BOND_TOLERANCE = 0.45
@@ -353,12 +354,13 @@ def write_3dmol_page(template: str, path_html: str, title: str, note: str, data:
 
 def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: str,
                 title: str = "crystalflow: prediction vs truth", labels: tuple[str, str] = ("prediction", "truth"),
-                centre: bool = True) -> str:
+                centre: bool = True, superpose: bool = True) -> str:
     """Write a self-contained HTML page with two linked 3D viewers, prediction and truth; return its path.
 
     The central molecule (molecule 0) is drawn thicker with orange carbons. With ``centre`` the
-    prediction is translated so that its centroid falls on the truth's (no rotation), and both
-    viewers start from the same view; rotating one rotates the other. The page needs no network:
+    prediction is translated so that its centroid falls on the truth's; with ``superpose`` also
+    rotated onto it (Kabsch over all atoms, proper rotation — the scores are invariant to both, the
+    picture is not). Both viewers start from the same view; rotating one rotates the other. The page needs no network:
     3Dmol.js is inlined. After the viewers are created the page sets the text of the hidden element
     ``#cf-status`` to ``ok`` (``no-webgl`` without WebGL, ``error: ...`` on a JavaScript error).
     """
@@ -366,7 +368,10 @@ def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: s
     if p.shape != t.shape:
         raise ValueError(f"pred {p.shape} and truth {t.shape} differ")
     zz = _check_z(z, t.shape[1])
-    if centre:
+    if superpose:
+        rot, shift, _ = kabsch(p.reshape(-1, 3), t.reshape(-1, 3))
+        p = p @ rot.T + shift
+    elif centre:
         p = p - p.reshape(-1, 3).mean(0) + t.reshape(-1, 3).mean(0)
     bonds = molecule_bonds(t[0], zz)
     panels = [

@@ -159,3 +159,20 @@ def test_viewer_script_and_models_with_node(tmp_path):
 def test_viewer_in_headless_chromium(tmp_path):
     path, _, _ = _write_page(tmp_path)
     assert chromium_status(path, tmp_path) == "ok"
+
+
+def test_viewer_superposes_prediction_on_truth(tmp_path):
+    """A rotated, moved copy of the truth is drawn on top of it (superpose, the default); with
+    ``superpose=False`` only its centroid moves."""
+    from scipy.spatial.transform import Rotation
+
+    truth, z = _cluster(0)
+    rot = Rotation.from_rotvec([0.4, -0.2, 1.1]).as_matrix()
+    pred = truth @ rot.T + np.array([3.0, -2.0, 7.0])
+    first = truth[0, 0]
+    line = f"{first[0]:8.3f}{first[1]:8.3f}{first[2]:8.3f}"
+    path = tmp_path / "on.html"
+    viewer_html(pred, truth, z, str(path))
+    assert path.read_text(encoding="utf-8").count(line) == 2  # prediction and truth panels agree
+    viewer_html(pred, truth, z, str(path), superpose=False)
+    assert path.read_text(encoding="utf-8").count(line) == 1
