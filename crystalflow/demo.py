@@ -65,7 +65,7 @@ def run_demo(out: str, seed: int = 0, workers: int = 2, epochs: int = DEMO_EPOCH
     strip = trajectory_strip(item.x_w, mid, item.pred[0], item.x_s, item.z, os.path.join(out, "trajectory.png"),
                              title=f"{item.meta.get('name', '')} ({item.meta.get('formula', '')})",
                              mid_label=f"t = {item.times[item.trajectory.shape[0] // 2]:.2f}")
-    viewer = viewer_html(item.pred[0], item.x_s, item.z, os.path.join(out, "viewer.html"),
+    viewer = viewer_html(item.pred, item.x_s, item.z, os.path.join(out, "viewer.html"),
                          title=f"crystalflow demo: {item.meta.get('name', '')}")
     log(f"[6/6] predicting aspirin ({ASPIRIN}) with the demo model")
     cands = predict(ASPIRIN, model=run, samples=4, steps=DEMO_STEPS, out_dir=os.path.join(out, "aspirin"),

@@ -296,15 +296,28 @@ _PAGE = """<!DOCTYPE html>
       return;
     }
     if (typeof $3Dmol === "undefined") { throw new Error("3Dmol.js did not load"); }
-    var viewers = data.panels.map(function (p) {
-      var v = $3Dmol.createViewer(document.getElementById(p.id), { backgroundColor: "white" });
-      v.addModel(p.pdb, "pdb", { keepH: true, assignBonds: false, noComputeSecondaryStructure: true });
+    function draw(v, p, k) {
+      v.removeAllModels();
+      v.addModel(p.pdbs[k], "pdb", { keepH: true, assignBonds: false, noComputeSecondaryStructure: true });
       v.setStyle({}, { stick: { radius: data.stick, colorscheme: p.scheme },
                        sphere: { scale: data.sphere, colorscheme: p.scheme } });
       v.setStyle({ resi: 1 }, { stick: { radius: data.stick * 1.5, colorscheme: data.central },
                                 sphere: { scale: data.sphere * 1.2, colorscheme: data.central } });
+    }
+    var viewers = data.panels.map(function (p) {
+      var v = $3Dmol.createViewer(document.getElementById(p.id), { backgroundColor: "white" });
+      draw(v, p, 0);
       return v;
     });
+    window.crystalflowShowSample = function (k) {  // the prediction panel shows sample k
+      draw(viewers[0], data.panels[0], k);
+      viewers[0].render();
+      window.crystalflowSample = k;
+    };
+    var select = document.getElementById("cf-sample");
+    if (select) {
+      select.addEventListener("change", function () { window.crystalflowShowSample(Number(select.value)); });
+    }
     viewers[viewers.length - 1].zoomTo();
     var view = viewers[viewers.length - 1].getView();
     viewers.forEach(function (v) { v.setView(view); v.render(); });
@@ -357,6 +370,7 @@ def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: s
                 centre: bool = True, superpose: bool = True) -> str:
     """Write a self-contained HTML page with two linked 3D viewers, prediction and truth; return its path.
 
+    ``pred`` is one cluster ``[M, n, 3]`` or K samples ``[K, M, n, 3]`` (a menu picks the one shown).
     The central molecule (molecule 0) is drawn thicker with orange carbons. With ``centre`` the
     prediction is translated so that its centroid falls on the truth's; with ``superpose`` also
     rotated onto it (Kabsch over all atoms, proper rotation — the scores are invariant to both, the
@@ -364,25 +378,35 @@ def viewer_html(pred: np.ndarray, truth: np.ndarray, z: np.ndarray, path_html: s
     3Dmol.js is inlined. After the viewers are created the page sets the text of the hidden element
     ``#cf-status`` to ``ok`` (``no-webgl`` without WebGL, ``error: ...`` on a JavaScript error).
     """
-    p, t = _first_sample(pred, "pred"), _first_sample(truth, "truth")
-    if p.shape != t.shape:
-        raise ValueError(f"pred {p.shape} and truth {t.shape} differ")
+    t = _first_sample(truth, "truth")
+    samples = np.asarray(pred, dtype=np.float64)
+    samples = samples[None] if samples.ndim == 3 else samples
+    if samples.ndim != 4 or samples.shape[1:] != t.shape:
+        raise ValueError(f"pred must have shape {t.shape} or [K, *{t.shape}], got {np.shape(pred)}")
     zz = _check_z(z, t.shape[1])
-    if superpose:
-        rot, shift, _ = kabsch(p.reshape(-1, 3), t.reshape(-1, 3))
-        p = p @ rot.T + shift
-    elif centre:
-        p = p - p.reshape(-1, 3).mean(0) + t.reshape(-1, 3).mean(0)
+    shown = []
+    for p in samples:
+        if superpose:
+            rot, shift, _ = kabsch(p.reshape(-1, 3), t.reshape(-1, 3))
+            p = p @ rot.T + shift
+        elif centre:
+            p = p - p.reshape(-1, 3).mean(0) + t.reshape(-1, 3).mean(0)
+        shown.append(p)
     bonds = molecule_bonds(t[0], zz)
     panels = [
         {"id": f"cf-viewer-{k}", "label": label, "scheme": scheme,
-         "pdb": cluster_to_pdb(x, zz, chain=chain, bonds=bonds, title=label)}
-        for k, (x, label, scheme, chain) in enumerate(zip((p, t), labels, VIEWER_SCHEMES, ("P", "T")))
+         "pdbs": [cluster_to_pdb(x, zz, chain=chain, bonds=bonds, title=label) for x in xs]}
+        for k, (xs, label, scheme, chain) in enumerate(zip((shown, [t]), labels, VIEWER_SCHEMES, ("P", "T")))
     ]
     data = {"panels": panels, "stick": STICK_RADIUS, "sphere": SPHERE_SCALE, "central": CENTRAL_SCHEME}
+    picker = ""
+    if len(shown) > 1:
+        options = "".join(f'<option value="{k}">sample {k + 1} of {len(shown)}</option>' for k in range(len(shown)))
+        picker = f' <select id="cf-sample">{options}</select>'
     panel_html = "".join(
-        f'<div class="panel"><b>{html.escape(pn["label"])}</b><div id="{pn["id"]}" class="viewer"></div></div>'
-        for pn in panels
+        f'<div class="panel"><b>{html.escape(pn["label"])}</b>{picker if k == 0 else ""}'
+        f'<div id="{pn["id"]}" class="viewer"></div></div>'
+        for k, pn in enumerate(panels)
     )
     m, n, _ = t.shape
     note = (f"{m} molecules × {n} atoms; central molecule thick with orange carbons. "

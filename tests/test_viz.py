@@ -122,13 +122,13 @@ def test_vendored_3dmol_licence():
 _NODE_BODY = r"""
 // The page's own script with a stub DOM and viewer, each model parsed by the real 3Dmol.js PDB parser.
 const els = {};
-const el = id => (els[id] = els[id] || {id, textContent: ''});
+const el = id => (els[id] = els[id] || {id, textContent: '', addEventListener() {}});
 global.window = {addEventListener() {}};
 global.document = {getElementById: el, createElement: () => ({getContext: () => ({})})};
 const models = [];
 global.$3Dmol = {createViewer(target) {
   const v = {getView: () => [0, 0, 0, 1, 0, 0, 0, 1]};
-  for (const f of ['setStyle', 'zoomTo', 'render', 'linkViewer', 'setView']) v[f] = () => {};
+  for (const f of ['setStyle', 'zoomTo', 'render', 'linkViewer', 'setView', 'removeAllModels']) v[f] = () => {};
   v.addModel = (data, fmt, opts) => {
     const atoms = real.Parsers.PDB(data, opts)[0];
     let bonds = 0, inter = 0;
@@ -139,6 +139,7 @@ global.$3Dmol = {createViewer(target) {
   return v;
 }};
 new Function(scripts[1])();
+if (process.argv[4]) { window.crystalflowShowSample(Number(process.argv[4])); }
 console.log(JSON.stringify({status: els['cf-status'].textContent, models}));
 """
 
@@ -176,3 +177,22 @@ def test_viewer_superposes_prediction_on_truth(tmp_path):
     assert path.read_text(encoding="utf-8").count(line) == 2  # prediction and truth panels agree
     viewer_html(pred, truth, z, str(path), superpose=False)
     assert path.read_text(encoding="utf-8").count(line) == 1
+
+
+@needs_node
+def test_viewer_with_k_samples_switches_the_prediction(tmp_path):
+    """K samples: a menu of K entries, K prediction models in the page, and showing sample 2 redraws
+    the prediction panel with that sample (parsed by the real 3Dmol.js)."""
+    truth, z = _cluster(0)
+    preds = np.stack([_cluster(s)[0] for s in (1, 2, 3)])
+    path = tmp_path / "k.html"
+    viewer_html(preds, truth, z, str(path))
+    page = path.read_text(encoding="utf-8")
+    assert page.count("<option ") == 3 and 'id="cf-sample"' in page
+    m, n = truth.shape[:2]
+    assert page[page.rindex("<script>"):].count("HETATM") == 4 * m * n
+    out = run_page_in_node(path, _NODE_BODY.replace("process.argv[4]", "'2'"), tmp_path)
+    assert out["status"] == "ok"
+    assert [mod["id"] for mod in out["models"]] == ["cf-viewer-0", "cf-viewer-1", "cf-viewer-0"]
+    with pytest.raises(ValueError):
+        viewer_html(preds[:, :3], truth, z, str(tmp_path / "bad.html"))
