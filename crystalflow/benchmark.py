@@ -98,12 +98,6 @@ def _test_means(metrics: dict) -> dict[str, float]:
     return {k: v["mean"] for k, v in metrics.get("test", {}).items() if isinstance(v, dict) and "mean" in v}
 
 
-def _sample_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: int, progress: bool = True) -> dict:
     """Train (methods) or run (baselines), sample and evaluate one (variant, method, seed); reuse what exists.
 
@@ -113,7 +107,7 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
     from .evaluate import evaluate
     from .models import ModelConfig
     from .samplers import sample_dataset
-    from .train import TrainConfig, load_model, train
+    from .train import TrainConfig, load_model, select_device, train
 
     t0 = time.time()
     data = os.path.join(out_dir, "data", variant)
@@ -131,7 +125,7 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
                     model=ModelConfig(method=name, **plan.model),
                 )
                 train(data, run_dir, config, progress=progress)
-            device = _sample_device()
+            device = select_device("auto")
             model, _ = load_model(run_dir, device=device)
             info = {"method": name, "model": run_dir, "weights": "ema"}
             sample_dataset(model, data, "test", pred, info, samples=plan.samples, steps=plan.steps,

@@ -92,11 +92,11 @@ def _cmd_export_model(args: argparse.Namespace) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from .samplers import SOLVERS, sample_dataset
-    from .train import load_model
+    from .train import load_model, select_device
 
     if args.solver not in SOLVERS:
         raise UserError(f"unknown solver {args.solver!r}")
-    device = _device(args.device)
+    device = select_device(args.device)
     model, config = load_model(args.run_dir, which=args.weights, device=device)
     info = {"method": config.model.method, "model": os.path.abspath(args.run_dir), "weights": args.weights}
     sample_dataset(
@@ -105,17 +105,6 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         limit=args.limit, overwrite=args.overwrite, progress=not args.quiet, rigid=args.rigid, device=device,
     )
     print(f"predictions written to {args.output}")
-
-
-def _device(name: str) -> str:
-    """'auto' -> cuda when available, else cpu; 'cuda' without a GPU is a clear error."""
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was requested but CUDA is not available")
-    return name
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
