@@ -34,6 +34,7 @@ from . import __version__
 from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, prepare_output_dir
 from .elements import atomic_number, formula, symbol
 from .errors import REASONS, UserError
+from .geometry import batched_rotations
 from .shards import ClusterRecord, ShardReader, read_shard_tables, write_shard
 
 FORMAT = "cod-cluster17-csv"
@@ -360,9 +361,7 @@ def rigid_fit_rmsd(x_w: np.ndarray, x_s: np.ndarray) -> np.ndarray:
     ``x_w[m]`` onto ``x_s[m]`` (both ``[M, n, 3]``, same atom order) — 0 for a rigidly moved copy."""
     p = x_w - x_w.mean(axis=1, keepdims=True)
     q = x_s - x_s.mean(axis=1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum("mai,maj->mij", p, q))
-    rot = np.einsum("mji,mkj->mik", vt, u)  # orthogonal Procrustes: maps p onto q
-    fitted = np.einsum("mij,maj->mai", rot, p)
+    fitted = np.einsum("mij,maj->mai", batched_rotations(p, q, proper=False), p)
     return np.sqrt(((fitted - q) ** 2).sum(-1).mean(-1))
 
 

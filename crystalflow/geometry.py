@@ -31,3 +31,19 @@ def kabsch(
     t = q_mean - p_mean @ r.T
     rmsd = math.sqrt(float(np.mean(np.sum((p @ r.T + t - q) ** 2, axis=1))))
     return r, t, rmsd
+
+
+def batched_rotations(p: np.ndarray, q: np.ndarray, proper: bool = True) -> np.ndarray:
+    """Per set, the orthogonal ``R`` ``[M, 3, 3]`` minimising ``|R (p[m] − p̄) − (q[m] − q̄)|`` (``p``, ``q``: ``[M, a, 3]``).
+
+    ``proper`` restricts ``R`` to rotations; otherwise a reflection is used where it fits better
+    (orthogonal Procrustes). Vectorised :func:`kabsch` for many small point sets.
+    """
+    p = p - p.mean(axis=1, keepdims=True)
+    q = q - q.mean(axis=1, keepdims=True)
+    u, _, vt = np.linalg.svd(np.einsum("mai,maj->mij", p, q))
+    if not proper:
+        return np.einsum("mji,mkj->mik", vt, u)
+    d = np.sign(np.linalg.det(np.einsum("mji,mkj->mik", vt, u)))
+    d[d == 0] = 1.0
+    return np.einsum("mji,mj,mkj->mik", vt, np.stack([np.ones_like(d), np.ones_like(d), d], -1), u)

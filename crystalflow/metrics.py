@@ -26,7 +26,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from .compack import _atom_mask, compack
-from .geometry import kabsch
+from .geometry import batched_rotations, kabsch
 
 #: default tolerance (Å) below which two molecules count as interpenetrating in :func:`separation`
 SEPARATION_THRESHOLD = 0.5
@@ -271,16 +271,6 @@ def rmsd_matched(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> float:
     return float(min(_rmsd_matched_single(sample, t) for sample in p))
 
 
-def _proper_rotations(p: np.ndarray, q: np.ndarray) -> np.ndarray:
-    """Proper rotations ``[M, 3, 3]`` best mapping each centred ``p[m]`` onto ``q[m]`` (``[M, a, 3]``)."""
-    p = p - p.mean(axis=1, keepdims=True)
-    q = q - q.mean(axis=1, keepdims=True)
-    u, _, vt = np.linalg.svd(np.einsum("mai,maj->mij", p, q))
-    d = np.sign(np.linalg.det(np.einsum("mji,mkj->mik", vt, u)))
-    d[d == 0] = 1.0
-    return np.einsum("mji,mj,mkj->mik", vt, np.stack([np.ones_like(d), np.ones_like(d), d], -1), u)
-
-
 #: mean error of uniformly random orientations (degrees): E[angle] of a Haar-random rotation, π/2 + 2/π rad
 RANDOM_ORIENTATION_DEG = math.degrees(math.pi / 2 + 2 / math.pi)
 
@@ -302,8 +292,8 @@ def orientation_error(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> floa
     for sample in p:
         mask = _atom_mask(sample, t, zz)
         a, b = sample[:, mask], t[:, mask]
-        frame = _proper_rotations(a[:1], b[:1])[0]  # central molecule: prediction -> truth
-        rot = _proper_rotations(a[1:] @ frame.T, b[1:])  # what is left per molecule
+        frame = batched_rotations(a[:1], b[:1])[0]  # central molecule: prediction -> truth
+        rot = batched_rotations(a[1:] @ frame.T, b[1:])  # what is left per molecule
         cos = np.clip((np.trace(rot, axis1=1, axis2=2) - 1.0) / 2.0, -1.0, 1.0)
         best = min(best, float(np.degrees(np.arccos(cos)).mean()))
     return best
