@@ -148,9 +148,7 @@ class VPScheduler:
 
 def cluster_mean(x: Tensor, graph: Tensor, num_graphs: int) -> Tensor:
     """Per-cluster mean [B, 3] of atom positions x [N, 3] (``graph`` gives the cluster of each atom)."""
-    total = x.new_zeros(num_graphs, x.shape[-1]).index_add_(0, graph, x)
-    count = torch.bincount(graph, minlength=num_graphs).to(x.dtype)
-    return total / count[:, None]
+    return segment_mean(x, graph, num_graphs)
 
 
 class AffinePath:
@@ -238,19 +236,16 @@ class RigidPath:
     and the target at a (rigid) point x is the rigid field (c_s − c_w) + φ × (x − centre(x)): constant
     translation and angular velocity. x_1 = x_s when each molecule of x_s is a proper rigid motion of
     its x_w (always, except for the inversion variant's mirrored molecules, which end on their best
-    proper superposition: a rigid motion cannot change handedness). Prior: x_w + σ ε, like LERP.
+    proper superposition: a rigid motion cannot change handedness). Times, σ_t and the prior x_w + σ ε
+are LERP's (the model superposes the input conformer on the prior before use).
     """
 
-    t_max = 1.0
-
     def __init__(self, sigma: float = LERP_SIGMA, sigma_min: float = LERP_SIGMA_MIN) -> None:
-        self.scheduler = LerpScheduler(sigma, sigma_min)
-        self.prior_std = sigma
-
-    def sample_t(self, num_graphs: int, generator: torch.Generator | None = None,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
-        """Training times [B] ~ U(0, 1), one per cluster."""
-        return torch.rand(num_graphs, generator=generator, device=device, dtype=dtype)
+        # times, noise schedule and prior x_w + σ ε are LERP's
+        self._lerp = lerp_path(sigma, sigma_min)
+        self.t_max = self._lerp.t_max
+        self.sample_t = self._lerp.sample_t
+        self.prior_sample = self._lerp.prior_sample
 
     @staticmethod
     def motion(x_w: Tensor, x_s: Tensor, mol: Tensor, num: int) -> RigidMotion:
@@ -264,19 +259,13 @@ class RigidPath:
         rot = so3_exp(t * motion.phi[mol])  # [N, 3, 3], one per atom
         p = x_w - motion.centre[mol]
         x = motion.centre[mol] + t * motion.shift[mol] + torch.einsum("nij,nj->ni", rot, p)
-        return x + self.scheduler(t).sigma_t * noise
+        return x + self._lerp.scheduler(t).sigma_t * noise
 
     @staticmethod
     def target_velocity(x: Tensor, motion: RigidMotion, mol: Tensor, num: int) -> Tensor:
         """The rigid target field at positions ``x``: shift + φ × (x − molecule centre)."""
         r = x - segment_mean(x, mol, num)[mol]
         return motion.shift[mol] + torch.linalg.cross(motion.phi[mol], r)
-
-    def prior_sample(self, x_w: Tensor, graph: Tensor, num_graphs: int,
-                     generator: torch.Generator | None = None) -> Tensor:
-        """x_0 [N, 3] = x_w + σ ε (the model superposes the input conformer on it before use)."""
-        noise = torch.randn(x_w.shape, generator=generator, device=x_w.device, dtype=x_w.dtype)
-        return x_w + self.prior_std * noise
 
 
 def rigid_path(sigma: float = LERP_SIGMA, sigma_min: float = LERP_SIGMA_MIN) -> RigidPath:

@@ -65,8 +65,10 @@ def integrate(
     kwargs = {"rtol": rtol, "atol": atol} if solver == "dopri5" else {}
     with torch.no_grad():
         xs = odeint(field, x0, times, method=solver, options=options, **kwargs)
-        xs = torch.stack([model.constrain(x, batch) for x in xs])  # rigid method: exact conformers
-    return xs[-1], (xs if frames > 0 else None), (times if frames > 0 else None)
+    if frames == 0:
+        return model.constrain(xs[-1], batch), None, None
+    xs = torch.stack([model.constrain(x, batch) for x in xs])  # rigid method: exact conformers
+    return xs[-1], xs, times
 
 
 def sample_records(
