@@ -61,7 +61,7 @@ from .molecules import centre_of_mass
 from .noise import DEFAULT_PRESET, NoiseModel, apply_noise, noise_model
 from .pipeline import DENSITY_FACTOR
 from .shards import ClusterRecord
-from .viz import SCRIPT_PRELUDE
+from .viz import page_template
 
 if TYPE_CHECKING:
     import argparse
@@ -572,33 +572,22 @@ def overview_png(candidates: list[Candidate], mol: Molecule3D, path_png: str) ->
     return path_png
 
 
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>__TITLE__</title>
-<style>
- body { font-family: sans-serif; margin: 12px; }
- .row { display: flex; gap: 16px; align-items: flex-start; }
+_PAGE = page_template(
+    css=""" .row { display: flex; gap: 16px; align-items: flex-start; }
  #cf-viewer { flex: 1; height: 600px; position: relative; border: 1px solid #ccc; }
  table { border-collapse: collapse; font-size: 90%; }
  td, th { padding: 3px 8px; text-align: right; border-bottom: 1px solid #eee; }
  tr.cand { cursor: pointer; }
  tr.cand:hover { background: #f0f0f0; }
  tr.selected { background: #ffe4b5; }
- .note { color: #555; font-size: 90%; }
- #__STATUS__ { display: none; }
-</style>
-</head>
-<body>
-<h3>__TITLE__</h3>
-<p class="note">__NOTE__</p>
-<div class="row">
+""",
+    body="""<div class="row">
 <div><table><thead><tr><th>rank</th><th>score</th><th>density g/cm³</th><th>min contact Å</th>
 <th>collision %</th><th>rigidity Å</th></tr></thead><tbody id="cf-table"></tbody></table></div>
 <div id="cf-viewer"></div>
 </div>
-""" + SCRIPT_PRELUDE + """  var table = document.getElementById("cf-table");
+""",
+    script="""  var table = document.getElementById("cf-table");
   var rows = data.candidates.map(function (c, k) {
     var tr = document.createElement("tr");
     tr.className = "cand";
@@ -636,15 +625,8 @@ _PAGE = """<!DOCTYPE html>
     viewer = $3Dmol.createViewer(document.getElementById("cf-viewer"), { backgroundColor: "white" });
     window.crystalflowViewer = viewer;
     show(0);
-    status.textContent = "ok";
-  } catch (e) {
-    status.textContent = "error: " + (e && e.message ? e.message : e);
-  }
-})();
-</script>
-</body>
-</html>
-"""
+""",
+)
 
 
 def candidates_html(candidates: list[Candidate], mol: Molecule3D, path_html: str) -> str:

@@ -268,25 +268,50 @@ __3DMOL__
   var data = __DATA__;
 """
 
-_PAGE = """<!DOCTYPE html>
+
+def page_template(css: str, body: str, script: str) -> str:
+    """A 3Dmol page template: the shared head, title and note, status element, inlined 3Dmol.js and
+    error handling around a page's own ``css`` rules, ``body`` HTML and ``script`` (the inside of its
+    function, where ``data`` and ``status`` are defined). :func:`write_3dmol_page` fills it in."""
+    return _PAGE_HEAD + css + _PAGE_TOP + body + SCRIPT_PRELUDE + script + SCRIPT_EPILOGUE
+
+
+_PAGE_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>__TITLE__</title>
 <style>
  body { font-family: sans-serif; margin: 12px; }
- .row { display: flex; gap: 12px; }
- .panel { flex: 1; }
- .viewer { width: 100%; height: 520px; position: relative; border: 1px solid #ccc; }
- .note { color: #555; font-size: 90%; }
+"""
+_PAGE_TOP = """ .note { color: #555; font-size: 90%; }
  #__STATUS__ { display: none; }
 </style>
 </head>
 <body>
 <h3>__TITLE__</h3>
 <p class="note">__NOTE__</p>
-<div class="row">__PANELS__</div>
-""" + SCRIPT_PRELUDE + """  try {
+"""
+
+#: the end every 3Dmol page shares: report success, or the error, on the status element
+SCRIPT_EPILOGUE = """    status.textContent = "ok";
+  } catch (e) {
+    status.textContent = "error: " + (e && e.message ? e.message : e);
+  }
+})();
+</script>
+</body>
+</html>
+"""
+
+_PAGE = page_template(
+    css=""" .row { display: flex; gap: 12px; }
+ .panel { flex: 1; }
+ .viewer { width: 100%; height: 520px; position: relative; border: 1px solid #ccc; }
+""",
+    body="""<div class="row">__PANELS__</div>
+""",
+    script="""  try {
     var probe = document.createElement("canvas");
     if (!(probe.getContext("webgl2") || probe.getContext("webgl"))) {
       status.textContent = "no-webgl";
@@ -325,15 +350,8 @@ _PAGE = """<!DOCTYPE html>
       for (var b = 0; b < viewers.length; b++) { if (a !== b) { viewers[a].linkViewer(viewers[b]); } }
     }
     window.crystalflowViewers = viewers;
-    status.textContent = "ok";
-  } catch (e) {
-    status.textContent = "error: " + (e && e.message ? e.message : e);
-  }
-})();
-</script>
-</body>
-</html>
-"""
+""",
+)
 
 
 def _vendored_licence() -> str:
