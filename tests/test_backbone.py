@@ -15,6 +15,7 @@ from crystalflow.backbone import (
 )
 from crystalflow.dataset import collate
 from crystalflow.shards import ClusterRecord
+from toys import toy_cluster
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -24,7 +25,6 @@ MOL_A = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1,
 Z_A = np.array([6, 6, 8, 7, 1])
 MOL_B = np.array([[0.0, 0.0, 0.0], [1.2, 0.3, 0.0], [-0.4, 1.1, -0.2]])
 Z_B = np.array([8, 1, 1])
-SPACING = 4.5  #: distance between neighbouring molecule centres in x_s (Å), so contacts < 4 Å exist
 TOL = 1e-5
 EXACT = 1e-10
 
@@ -35,22 +35,8 @@ VARIANTS = {
 }
 
 
-def make_record(template: np.ndarray, z: np.ndarray, n_mol: int, seed: int) -> ClusterRecord:
-    """A toy cluster: randomly rotated copies on a grid (x_s) and a rotated, spread, displaced copy (x_w)."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(-2, 3)] * 3, indexing="ij"), -1).reshape(-1, 3) * SPACING
-    centres = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_mol]]
-    body = template - template.mean(0)
-    rot_s = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
-    rot_w = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
-    x_s = np.einsum("mij,nj->mni", rot_s, body) + centres[:, None]
-    new_centres = 1.6 * centres + rng.normal(0.0, 1.5, centres.shape)
-    x_w = np.einsum("mij,mnj->mni", rot_w, x_s - centres[:, None]) + new_centres[:, None]
-    return ClusterRecord(x_s=x_s, x_w=x_w, z=z)
-
-
 def two_clusters():
-    return [make_record(MOL_A, Z_A, 7, seed=1), make_record(MOL_B, Z_B, 5, seed=2)]
+    return [toy_cluster(MOL_A, Z_A, 7, seed=1), toy_cluster(MOL_B, Z_B, 5, seed=2)]
 
 
 def run(model, batch, x, x_w, t):
@@ -91,7 +77,7 @@ def test_fast_variant_uses_contacts_and_intra_pairs():
 
 
 def test_molecule_permutation_permutes_output(model):
-    rec = make_record(MOL_A, Z_A, 7, seed=3)
+    rec = toy_cluster(MOL_A, Z_A, 7, seed=3)
     perm = np.array([3, 0, 6, 1, 5, 2, 4])
     permuted = ClusterRecord(x_s=rec.x_s[perm], x_w=rec.x_w[perm], z=rec.z)
     b1 = collate([rec]).to("cpu", torch.float64)

@@ -9,13 +9,13 @@ from scipy.spatial.transform import Rotation
 from crystalflow.dataset import collate
 from crystalflow.models import METHODS, ModelConfig, build_model
 from crystalflow.shards import ClusterRecord
+from toys import toy_cluster
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 MOL = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3]])
 Z = np.array([6, 6, 8, 7])
-SPACING = 4.5
 TINY = {"hidden": 16, "layers": 2, "n_rbf": 8}
 #: overfitting: Adam steps, learning rate and the required drop of the loss
 OVERFIT_STEPS = 400
@@ -24,17 +24,8 @@ OVERFIT_FACTOR = 100.0
 
 
 def make_record(n_mol: int, seed: int) -> ClusterRecord:
-    """A toy cluster: rotated copies of MOL on a grid (x_s); rotated, spread, displaced copies (x_w)."""
-    rng = np.random.default_rng(seed)
-    grid = np.stack(np.meshgrid(*[np.arange(-1, 2)] * 3, indexing="ij"), -1).reshape(-1, 3) * SPACING
-    centres = grid[np.argsort(np.linalg.norm(grid, axis=1), kind="stable")[:n_mol]]
-    body = MOL - MOL.mean(0)
-    rot_s = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
-    rot_w = Rotation.random(n_mol, random_state=rng.integers(1 << 31)).as_matrix()
-    x_s = np.einsum("mij,nj->mni", rot_s, body) + centres[:, None]
-    new_centres = 1.6 * centres + rng.normal(0.0, 1.5, centres.shape)
-    x_w = np.einsum("mij,mnj->mni", rot_w, x_s - centres[:, None]) + new_centres[:, None]
-    return ClusterRecord(x_s=x_s, x_w=x_w, z=Z)
+    """A toy cluster of MOL copies on the 3×3×3 grid (see :func:`toys.toy_cluster`)."""
+    return toy_cluster(MOL, Z, n_mol, seed, half_width=1)
 
 
 def small_batch(dtype=torch.float64):
