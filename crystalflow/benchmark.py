@@ -1,8 +1,8 @@
 """The benchmark: the layout of CrystalFlow's Tables 1 and 2 on the data available, in one call.
 
 For each noise variant (without / with inversion) a dataset is built; for each seed every method
-(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP and our CrystalFlow-Rigid) is trained, sampled on the test split and
-evaluated, next to the identity and PackMol baselines on the same test clusters. Results are the mean ±
+(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP and our CrystalFlow-Rigid) is trained, sampled
+on the test split and evaluated, next to the identity and PackMol baselines on the same test clusters. Results are the mean ±
 std over seeds of the per-cluster test means, written as results.csv, results.md and plots.
 """
 from __future__ import annotations
@@ -163,8 +163,8 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
     tasks = [(v, name, seed) for v in VARIANTS for seed in plan.seeds for name in plan.methods + plan.baselines]
 
     def report(row: dict) -> None:
-        log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks)} done) pm_atom {row.get('pm_atom', float('nan')):.2f} "
-            f"pm_center {row.get('pm_center', float('nan')):.2f} "
+        log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks)} done) "
+            f"pm_atom {row.get('pm_atom', float('nan')):.2f} pm_center {row.get('pm_center', float('nan')):.2f} "
             f"compack_success {row.get('compack_success', float('nan')):.0f}% "
             f"orientation {row.get('orientation', float('nan')):.0f}° ({row['_seconds']:.0f} s)")
 
@@ -229,7 +229,8 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         f"seeds {list(plan.seeds)}; {plan.epochs} epochs; K = {plan.samples} samples, {plan.steps} Euler steps; "
         f"molecules up to {plan.max_atoms} atoms; wall time {seconds / 60:.1f} min.",
         "",
-        "Mean ± std over seeds (just the value for one seed) of the test-split means. PM in Å (min over K samples; lower is better); "
+        "Mean ± std over seeds (just the value for one seed) of the test-split means. "
+        "PM in Å (min over K samples; lower is better); "
         "compack_success in % of clusters (≥ 8/15 molecules matched with RMSD < 2 Å); orientation: mean error "
         "(degrees) of the molecules' orientations relative to the central one (random ≈ 126°); collision in % "
         "of inter-molecular atom pairs; separation in % of molecule pairs.",
