@@ -449,11 +449,18 @@ class HierarchicalPaiNN(nn.Module):
         return layers(s, v, vectors, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
 
 
-VARIANTS: dict[str, type[nn.Module]] = {"reference": PaiNN, "fast": HierarchicalPaiNN}
+#: backbone variants; ``frames`` (:mod:`crystalflow.frames`) is the molecule-frame network
+VARIANTS = ("reference", "fast", "frames")
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
     """The backbone named by ``cfg.variant``."""
-    if cfg.variant not in VARIANTS:
-        raise ValueError(f"unknown backbone variant {cfg.variant!r}; choose from {', '.join(VARIANTS)}")
-    return VARIANTS[cfg.variant](cfg)
+    if cfg.variant == "reference":
+        return PaiNN(cfg)
+    if cfg.variant == "fast":
+        return HierarchicalPaiNN(cfg)
+    if cfg.variant == "frames":
+        from .frames import MoleculeFrameNet  # frames builds on this module's blocks
+
+        return MoleculeFrameNet(cfg)
+    raise ValueError(f"unknown backbone variant {cfg.variant!r}; choose from {', '.join(VARIANTS)}")

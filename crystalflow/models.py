@@ -17,12 +17,16 @@ import torch
 from torch import Tensor, nn
 
 from . import paths
-from .backbone import BackboneConfig, build_backbone
+from .backbone import VARIANTS, BackboneConfig, build_backbone
 from .dataset import Batch
-from .rigid import rigid_velocity, superpose_conformer
+from .rigid import fit_rotations, rigid_velocity, segment_mean, superpose_conformer
 
 METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
+TARGET_FRAMES = ("input", "central")
+PREDICTIONS = ("velocity", "endpoint")
+#: endpoint models divide by 1 − t; an adaptive solver may ask at t = 1, so 1 − t is held at least this
+MIN_REMAINING_TIME = 1e-2
 #: default number of Euler steps of :meth:`CrystalModel.predict`
 DEFAULT_STEPS = 20
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
@@ -34,7 +38,7 @@ class ModelConfig:
     """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
-    backbone: str = "fast"  #: 'fast' | 'reference'
+    backbone: str = "fast"  #: 'fast' | 'reference' | 'frames' (molecule frames, rigid outputs)
     hidden: int = 64
     layers: int = 3
     n_rbf: int = 20
@@ -56,14 +60,30 @@ class ModelConfig:
     #: x_w, (x_t − x_w)/t reveals the LERP target for t > 0, so the network need only learn near t = 0;
     #: False trains v_θ(x_t, t) (lerp and rigid only: their flows still start from x_w)
     condition_on_input: bool = True
+    #: training target's orientation: 'input' (x_s as stored, the paper) or 'central' (x_s turned about its
+    #: centroid so that its central molecule has x_w's orientation; see :func:`align_to_central`)
+    target_frame: str = "input"
+    #: what the network predicts (lerp and rigid): 'velocity' (the paper) or 'endpoint' — the displacement
+    #: x̂_1 − x_t to the crystal, trained by ||x̂_1 − x_1||² and turned into the velocity (x̂_1 − x_t)/(1 − t)
+    #: (rigid: the SE(3) geodesic to the superposed x̂_1). Orientations are then a smooth function to learn,
+    #: where a rotation vector near π is not
+    prediction: str = "velocity"
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.backbone not in ("fast", "reference"):
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose 'fast' or 'reference'")
+        if self.backbone not in VARIANTS:
+            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(VARIANTS)}")
         if not self.condition_on_input and self.method not in ("lerp", "rigid"):
             raise ValueError("condition_on_input=False needs a path that starts at x_w (lerp or rigid)")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {self.prediction!r}; choose from {', '.join(PREDICTIONS)}")
+        if self.prediction == "endpoint" and self.method not in ("lerp", "rigid"):
+            raise ValueError("prediction='endpoint' needs a path that ends at the crystal (lerp or rigid)")
+        if self.backbone == "frames" and self.method != "gnn-md" and self.prediction != "endpoint":
+            raise ValueError("the frames backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
+        if self.target_frame not in TARGET_FRAMES:
+            raise ValueError(f"unknown target_frame {self.target_frame!r}; choose from {', '.join(TARGET_FRAMES)}")
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -98,6 +118,26 @@ class ModelConfig:
         if self.method == "vp":
             return paths.vp_path(self.vp_beta_min, self.vp_beta_max, scale=self.vp_scale)
         return None
+
+
+def align_to_central(x_w: Tensor, x_s: Tensor, batch: Batch) -> Tensor:
+    """x_s with each cluster turned about its centroid so that its central molecule (the first) best matches
+    x_w's central molecule in orientation (proper Kabsch).
+
+    A crystal cluster is only defined up to a global rotation, and every metric is invariant to one;
+    in x_s's own frame the targets' orientations must be read off the noisy x_w lattice of centres,
+    in this frame they follow from the central molecule's pose, which x_w shows exactly.
+    """
+    b = batch.num_graphs
+    first = torch.cumsum(batch.n_mol, 0) - batch.n_mol  # index of each cluster's first molecule
+    central = batch.mol == first[batch.graph]
+    g = batch.graph[central]
+    p, q = x_s[central], x_w[central]
+    p = p - segment_mean(p, g, b)[g]
+    q = q - segment_mean(q, g, b)[g]
+    rot = fit_rotations(p, q, g, b, proper=True)
+    centroid = segment_mean(x_s, batch.graph, b)[batch.graph]
+    return torch.einsum("nij,nj->ni", rot[batch.graph], x_s - centroid) + centroid
 
 
 class CrystalModel(nn.Module):
@@ -135,10 +175,17 @@ class CrystalModel(nn.Module):
         """Per-atom centre [N, 3]: the mean of x_w over the atom's cluster."""
         return paths.cluster_mean(batch.x_w, batch.graph, batch.num_graphs)[batch.graph]
 
+    @property
+    def predicts_endpoint(self) -> bool:
+        """True when the network predicts the crystal (x̂_1 − x_t) rather than the velocity."""
+        return self.config.prediction == "endpoint"
+
     def loss(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
-        """Mean squared error per atom coordinate (flow: velocity regression; gnn-md: positions)."""
+        """Mean squared error per atom coordinate (flow: velocity or endpoint regression; gnn-md: positions)."""
         c = self.centres(batch)
         x_w, x_s = batch.x_w - c, batch.x_s - c
+        if self.config.target_frame == "central":
+            x_s = align_to_central(x_w, x_s, batch)
         if not self.is_flow:
             return ((x_w + self.backbone(x_w, x_w, None, batch) - x_s) ** 2).mean()
         t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
@@ -148,11 +195,16 @@ class CrystalModel(nn.Module):
             g = batch.num_molecules
             motion = self.path.motion(x_w, x_s, batch.mol, g)
             x_t = self.constrain(self.path.sample_xt(x_w, motion, t_atom, noise, batch.mol), batch)
-            v = rigid_velocity(self.backbone(x_t, self._condition(x_w, x_t), t, batch), x_t, batch.mol, g)
+            out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
+            if self.predicts_endpoint:  # the path's end: x_w's conformer on x_s
+                return ((x_t + out - self.constrain(x_s, batch)) ** 2).mean()
+            v = rigid_velocity(out, x_t, batch.mol, g)
             return ((v - self.path.target_velocity(x_t, motion, batch.mol, g)) ** 2).mean()
         x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
-        target = self.path.target_velocity(x_w, x_s, t_atom, noise)
-        return ((self.backbone(x_t, self._condition(x_w, x_t), t, batch) - target) ** 2).mean()
+        out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
+        if self.predicts_endpoint:
+            return ((x_t + out - x_s) ** 2).mean()
+        return ((out - self.path.target_velocity(x_w, x_s, t_atom, noise)) ** 2).mean()
 
     def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
         """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
@@ -164,9 +216,17 @@ class CrystalModel(nn.Module):
         c = self.centres(batch)
         if self.is_rigid:
             x_t = self.constrain(x_t, batch)
-            v = self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
-            return rigid_velocity(v, x_t, batch.mol, batch.num_molecules)
-        return self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
+        out = self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
+        if self.predicts_endpoint:
+            remaining = (1.0 - t).clamp(min=MIN_REMAINING_TIME)[batch.graph, None]
+            if not self.is_rigid:
+                return out / remaining
+            g = batch.num_molecules
+            end = self.constrain(x_t + out, batch)
+            return self.path.target_velocity(x_t, self.path.motion(x_t, end, batch.mol, g), batch.mol, g) / remaining
+        if self.is_rigid:
+            return rigid_velocity(out, x_t, batch.mol, batch.num_molecules)
+        return out
 
     def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         """x_0 [N, 3] in the batch's frame (gnn-md: x_w itself)."""

@@ -1,0 +1,126 @@
+"""Tests of the molecule-frame backbone's geometry, endpoint prediction and the central target frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from crystalflow.backbone import BackboneConfig, build_backbone
+from crystalflow.dataset import collate
+from crystalflow.frames import anchor_points, molecule_frames, rotation_6d
+from crystalflow.models import ModelConfig, align_to_central, build_model
+from toys import toy_cluster
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+MOL = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3], [0.3, -0.9, 0.9]])
+Z = np.array([6, 6, 8, 7, 1])
+
+
+def batch64(n_mol: int = 7, seed: int = 1):
+    return collate([toy_cluster(MOL, Z, n_mol, seed=seed), toy_cluster(MOL[:4], Z[:4], 5, seed=seed + 1)]).to(
+        "cpu", torch.float64)
+
+
+def angle_deg(r: torch.Tensor) -> torch.Tensor:
+    return torch.rad2deg(torch.arccos(((r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)))
+
+
+@pytest.mark.parametrize("n", [3, 4, 5, 12, 60, 200])
+def test_anchor_points_span_space(n):
+    w = anchor_points(torch.arange(n), torch.float64)
+    sv = torch.linalg.svdvals(w - w.mean(0))
+    # a unique best rotation needs rank >= 2 (three centred points are always planar); never near-degenerate
+    assert sv[: min(n - 1, 3)].min() > 0.1 * np.sqrt(n)
+
+
+def test_frames_of_rigid_copies_give_identical_local_coordinates_and_rotate_with_input():
+    b = batch64()
+    frames, c = molecule_frames(b.x_s, b)
+    torch.testing.assert_close(torch.linalg.det(frames), torch.ones(len(frames), dtype=torch.float64))
+    local = torch.einsum("nji,nj->ni", frames[b.mol], b.x_s - c[b.mol])
+    first = local[b.mol == 0]
+    for g in range(1, 7):  # every molecule of the first cluster is a rigid copy of the first one
+        torch.testing.assert_close(local[b.mol == g], first, atol=1e-5, rtol=0)  # float32 data
+    q = torch.tensor(Rotation.random(random_state=3).as_matrix())
+    moved, _ = molecule_frames(b.x_s @ q.T + 5.0, b)
+    torch.testing.assert_close(moved, q @ frames, atol=1e-9, rtol=0)
+
+
+def test_rotation_6d_is_a_rotation_and_zero_is_identity():
+    a, b = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
+    r = rotation_6d(a, b)
+    torch.testing.assert_close(r.transpose(1, 2) @ r, torch.eye(3, dtype=torch.float64).expand(10, 3, 3))
+    torch.testing.assert_close(torch.linalg.det(r), torch.ones(10, dtype=torch.float64))
+    torch.testing.assert_close(rotation_6d(torch.zeros(1, 3), torch.zeros(1, 3))[0], torch.eye(3))
+
+
+def test_frames_backbone_outputs_rigid_displacements():
+    torch.manual_seed(0)
+    net = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=2, n_rbf=8)).double()
+    b = batch64()
+    x = b.x_w + 0.4 * (b.x_s - b.x_w)
+    with torch.no_grad():
+        end = x + net(x, b.x_w, torch.tensor([0.3, 0.6], dtype=torch.float64), b)
+    assert (end - x).abs().max() > 1e-3
+    for g in range(b.num_molecules):  # each molecule moved as a rigid body: its internal distances are kept
+        m = b.mol == g
+        torch.testing.assert_close(torch.cdist(end[m], end[m]), torch.cdist(x[m], x[m]), atol=1e-9, rtol=0)
+
+
+def test_align_to_central_turns_the_cluster_rigidly_onto_the_central_orientation():
+    b = batch64()
+    aligned = align_to_central(b.x_w, b.x_s, b)
+    for g in range(b.num_graphs):  # a rigid motion of each cluster: all distances kept, centroid kept
+        m = b.graph == g
+        torch.testing.assert_close(torch.cdist(aligned[m], aligned[m]), torch.cdist(b.x_s[m], b.x_s[m]))
+        torch.testing.assert_close(aligned[m].mean(0), b.x_s[m].mean(0))
+    f_w, _ = molecule_frames(b.x_w, b)
+    f_a, _ = molecule_frames(aligned, b)
+    central = torch.tensor([0, 7])  # first molecule of each cluster: x_w's orientation (toy noise is proper)
+    assert float(angle_deg(f_w[central].transpose(1, 2) @ f_a[central]).max()) < 1e-5
+    other = torch.tensor([1, 8])
+    assert float(angle_deg(f_w[other].transpose(1, 2) @ f_a[other]).min()) > 1.0  # the others still have to turn
+
+
+class _Oracle(torch.nn.Module):
+    """A 'backbone' that predicts the displacement to a known (centred) crystal exactly."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, x, x_w, t, batch):  # noqa: ANN001, ANN201 - backbone signature
+        return self.target - x
+
+
+@pytest.mark.parametrize("method,steps,tol", [("lerp", 5, 1e-9), ("rigid", 40, 0.05)])
+def test_endpoint_velocity_integrates_to_the_predicted_crystal(method, steps, tol):
+    b = batch64()
+    model = build_model(ModelConfig(method=method, prediction="endpoint", condition_on_input=False)).double()
+    c = model.centres(b)
+    model.backbone = _Oracle(b.x_s - c)
+    model.path.prior_sample = lambda x_w, graph, num, gen=None: x_w.clone()  # no prior noise: exact check
+    out = model.predict(b, steps=steps)
+    assert float((out - b.x_s).norm(dim=-1).max()) < tol
+
+
+def test_endpoint_loss_is_zero_for_the_oracle():
+    b = batch64()
+    for method in ("lerp", "rigid"):
+        model = build_model(ModelConfig(method=method, prediction="endpoint")).double()
+        model.backbone = _Oracle(b.x_s - model.centres(b))
+        assert float(model.loss(b)) < 1e-12
+
+
+def test_prediction_and_target_frame_options_validated():
+    with pytest.raises(ValueError, match="endpoint"):
+        ModelConfig(method="ve", prediction="endpoint")
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig(prediction="noise")
+    with pytest.raises(ValueError, match="frames backbone"):
+        ModelConfig(method="rigid", backbone="frames")
+    ModelConfig(method="gnn-md", backbone="frames")
+    with pytest.raises(ValueError, match="target_frame"):
+        ModelConfig(target_frame="lab")
