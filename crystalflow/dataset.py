@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, fields
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,9 @@ from torch.utils.data import Dataset
 
 from .errors import UserError
 from .shards import ClusterRecord, ShardReader
+
+if TYPE_CHECKING:
+    from .noise import NoiseModel
 
 _INT_COLUMNS = ("index", "row", "sample", "sg_number", "z", "n_atoms", "n_molecules")
 _FLOAT_COLUMNS = ("z_prime", "density")
@@ -54,6 +57,49 @@ class ClusterDataset(Dataset):
         rec = reader.read(row["row"])
         rec.meta = row
         return rec
+
+
+def dataset_noise(root: str) -> "NoiseModel":
+    """The noise model a dataset directory was built with (its summary.json)."""
+    import json
+
+    from .noise import NoiseModel
+
+    path = os.path.join(root, "summary.json")
+    try:
+        with open(path) as f:
+            noise = json.load(f)["settings"]["noise"]
+    except (OSError, KeyError, TypeError, ValueError):
+        raise UserError(f"{root!r} has no noise settings in summary.json (only 'crystalflow build' datasets have: "
+                        "imported ones keep the x_w they came with)") from None
+    return NoiseModel(**noise)
+
+
+class FreshNoiseDataset(Dataset):
+    """A dataset whose inputs x_w are drawn anew from x_s every epoch (same noise model, fresh rotations).
+
+    Built datasets hold 1–2 noise draws per crystal; with uniformly random rotations a model sees each
+    packing in that few orientations. Draw ``e`` of cluster ``i`` depends on (seed, e, i) only, so
+    shuffling, worker processes and resumed runs all see the same inputs. Call :meth:`set_epoch` first.
+    """
+
+    def __init__(self, base: Dataset, noise: "NoiseModel", seed: int = 0) -> None:
+        self.base, self.noise, self.seed, self.epoch = base, noise, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Use the draws of this epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> ClusterRecord:
+        from .noise import apply_noise
+
+        rec = self.base[i]
+        rng = np.random.default_rng([self.seed, self.epoch, i])
+        x_w, _ = apply_noise(np.asarray(rec.x_s, dtype=np.float64), np.asarray(rec.z), self.noise, rng)
+        return ClusterRecord(x_s=rec.x_s, x_w=x_w.astype(np.asarray(rec.x_w).dtype), z=rec.z, meta=rec.meta)
 
 
 class RecordDataset(Dataset):

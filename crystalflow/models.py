@@ -8,6 +8,11 @@ backbones are translation invariant anyway.
 The ``rigid`` method (CrystalFlow-Rigid, :class:`crystalflow.paths.RigidPath`) moves whole molecules:
 before the backbone sees x_t, the input conformer is superposed on each molecule of x_t, and the
 backbone's per-atom output is projected onto per-molecule rigid motions (translation + rotation).
+
+Two training choices are orthogonal to the method: ``prediction='endpoint'`` (lerp, rigid) has the
+network predict the crystal x̂_1 instead of the velocity (the sampler derives (x̂_1 − x_t)/(1 − t), or
+the SE(3) geodesic to x̂_1 for rigid), and ``target_frame='central'`` turns the training target
+about its centroid onto x_w's central-molecule orientation (:func:`align_to_central`).
 """
 from __future__ import annotations
 

@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .dataset import Batch, ClusterDataset, collate
+from .dataset import Batch, ClusterDataset, FreshNoiseDataset, collate, dataset_noise
 from .distributed import DistInfo
 from .errors import UserError
 from .shards import ClusterRecord
@@ -109,6 +109,9 @@ class TrainConfig:
     schedule_epochs: int | None = None  #: length of the cosine schedule (None: epochs)
     seed: int = 0
     num_workers: int = 0  #: DataLoader worker processes
+    #: draw the training inputs x_w anew from x_s every epoch with the dataset's noise model (validation keeps
+    #: the stored x_w); see :class:`crystalflow.dataset.FreshNoiseDataset`
+    fresh_noise: bool = False
     log_every: int = 50  #: steps between intra-epoch log rows (0: one row per epoch)
     val_every: int = 1  #: epochs between validations (the last epoch is always validated)
     checkpoint_every: int = 0  #: also checkpoint every this many steps inside epochs (0: at epoch ends only)
@@ -518,13 +521,15 @@ class Trainer:
         return ckpt
 
     def _datasets(self) -> tuple[Dataset, Dataset]:
-        train_ds = ClusterDataset(self.dataset_dir, "train")
+        train_ds: Dataset = ClusterDataset(self.dataset_dir, "train")
         if len(train_ds) == 0:
             raise UserError(f"the train split of {self.dataset_dir} is empty")
         val_ds = ClusterDataset(self.dataset_dir, "valid")
         if len(val_ds) == 0:
             self._warn(f"the valid split of {self.dataset_dir} is empty: validating on the train split")
             val_ds = train_ds
+        if self.config.fresh_noise:
+            train_ds = FreshNoiseDataset(train_ds, dataset_noise(self.dataset_dir), self.config.seed)
         return train_ds, val_ds
 
     def _dataset_info(self) -> dict:
@@ -614,6 +619,8 @@ class Trainer:
     def _epoch_batches(self) -> list[list[int]]:
         """This process's batches of the current epoch, without those already trained on."""
         self.sampler.set_epoch(self.epoch)
+        if isinstance(self.train_ds, FreshNoiseDataset):
+            self.train_ds.set_epoch(self.epoch)
         order = list(self.sampler)
         bs = self.config.batch_size
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]
