@@ -75,6 +75,8 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from .train import load_config, train
 
     overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
+    if args.fresh_noise:
+        overrides["fresh_noise"] = True
     config = load_config(args.config, method=args.method, **overrides)
     from .distributed import env_info
 
@@ -212,6 +214,8 @@ def make_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--config", default=None, help="JSON file of training/model settings")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    t.add_argument("--fresh-noise", action="store_true",
+                   help="draw the training inputs x_w anew every epoch with the dataset's noise model")
     t.add_argument("-q", "--quiet", action="store_true")
     t.set_defaults(func=_cmd_train)
 

@@ -142,6 +142,10 @@ def test_config_round_trip(tmp_path: Path) -> None:
     assert loaded.batch_size == TrainConfig().batch_size  # defaults fill the rest
     assert load_config(None, method="vp").model.method == "vp"
     assert load_config(str(path), method="lerp").model.method == "lerp"  # overrides beat the file
+    assert load_config(str(path), fresh_noise=True).fresh_noise and not loaded.fresh_noise
+    from crystalflow.cli import make_parser
+
+    assert make_parser().parse_args(["train", "d", "-o", "r", "--fresh-noise"]).fresh_noise
     with pytest.raises(UserError, match="unknown"):
         TrainConfig.from_dict({"epochs": 1, "bogus": 2})
     with pytest.raises(UserError, match="unknown"):
