@@ -74,9 +74,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 def _cmd_train(args: argparse.Namespace) -> None:
     from .train import load_config, train
 
-    overrides = {k: v for k, v in (("epochs", args.epochs), ("seed", args.seed)) if v is not None}
-    if args.fresh_noise:
-        overrides["fresh_noise"] = True
+    given = (("epochs", args.epochs), ("seed", args.seed), ("fresh_noise", args.fresh_noise or None))
+    overrides = {k: v for k, v in given if v is not None}
     config = load_config(args.config, method=args.method, **overrides)
     from .distributed import env_info
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Sequence
@@ -61,8 +62,6 @@ class ClusterDataset(Dataset):
 
 def dataset_noise(root: str) -> "NoiseModel":
     """The noise model a dataset directory was built with (its summary.json)."""
-    import json
-
     from .noise import NoiseModel
 
     path = os.path.join(root, "summary.json")
@@ -139,6 +138,11 @@ class Batch:
     def num_molecules(self) -> int:
         """Number of molecules G."""
         return int(self.mol_graph.shape[0])
+
+    @property
+    def central(self) -> torch.Tensor:
+        """[B] index of each cluster's central molecule (its first, as in every COD-Cluster17 file)."""
+        return torch.cumsum(self.n_mol, 0) - self.n_mol
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "Batch":
         """Copy to a device (and cast coordinates to ``dtype`` when given)."""

@@ -19,11 +19,10 @@ not something to discover:
   molecule, and the time. Per ordered pair (i, j): the centre offsets (x and x_w) in the central
   frame, F_iᵀF_j and radial features of both centre distances. All of these are invariant.
 - **Network.** Gated message passing over all molecule pairs of a cluster (17 molecules: 272 pairs).
-- **Output.** Per molecule a centre shift u_i and a new orientation G_i (6-d representation, Zhou et
-  al. 2019), both in the central frame, returned as the rigid per-atom displacement
-  F_0u_i + (F_0 G_i F_0ᵀF_i F_iᵀ − 1)(x_a − c_i) — a finite rotation, so an endpoint model
-  (``prediction='endpoint'``) can turn a molecule by 180° with a smooth output. A constant output
-  means "this pose relative to the central molecule": what a crystal's packing is.
+- **Output.** Per molecule a centre shift u_i and a turn G_i about its centre (6-d representation,
+  Zhou et al. 2019; zero output = no turn), both expressed in the central frame, returned as the
+  rigid per-atom displacement F_0u_i + (F_0 G_i F_0ᵀ − 1)(x_a − c_i) — a finite rotation, so an
+  endpoint model (``prediction='endpoint'``) can turn a molecule by 180° with a smooth output.
 
 The output is exactly rotation-equivariant and translation-invariant, and reordering the neighbours
 (molecules after the first) reorders it. It is not reflection-equivariant (a mirrored cluster is a
@@ -36,7 +35,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .backbone import OUTPUT_LENGTH_SCALE, BackboneConfig, GaussianRBF, TimeEmbedding, molecule_pairs
+from .backbone import MAX_Z, OUTPUT_LENGTH_SCALE, BackboneConfig, GaussianRBF, TimeEmbedding, molecule_pairs
 from .dataset import Batch
 from .rigid import fit_rotations, segment_mean
 
@@ -44,8 +43,6 @@ from .rigid import fit_rotations, segment_mean
 LENGTH_SCALE = 10.0
 #: centre distances are expanded in radial features up to this distance (Å)
 CENTRE_RBF_MAX = 30.0
-#: atomic numbers embedded up to this value (exclusive)
-MAX_Z = 119
 
 
 def anchor_points(index: Tensor, dtype: torch.dtype) -> Tensor:
@@ -122,7 +119,7 @@ class MoleculeFrameNet(nn.Module):
         mol, mg = batch.mol, batch.mol_graph
         frames, c = molecule_frames(x, batch)
         frames_w, c_w = molecule_frames(x_w, batch)
-        first = torch.cumsum(batch.n_mol, 0) - batch.n_mol  # each cluster's central molecule
+        first = batch.central
         central = (torch.arange(batch.num_molecules, device=x.device) == first[mg]).to(x.dtype)
         f0, c0 = frames[first][mg], c[first][mg]  # the central frame, per molecule
 
@@ -155,9 +152,9 @@ class MoleculeFrameNet(nn.Module):
             agg = torch.zeros_like(h).index_add_(0, gi, torch.sigmoid(gate) * m) / count
             h = norm(h + update(torch.cat([h, agg], -1)))
 
-        # per molecule: new centre offset and new orientation, both in the central frame
+        # per molecule: a shift and a turn about its centre, both expressed in the central frame
         u, a, b = self.out(h).split(3, dim=-1)
         shift = torch.einsum("gij,gj->gi", f0, u) * OUTPUT_LENGTH_SCALE
-        turn = f0 @ rotation_6d(a, b) @ orient @ frames.transpose(1, 2)  # lab-frame rotation of each molecule
+        turn = f0 @ rotation_6d(a, b) @ f0.transpose(1, 2)  # the same turn in the lab frame
         r = x - c[mol]
         return shift[mol] + torch.einsum("nij,nj->ni", turn[mol], r) - r

@@ -134,8 +134,7 @@ def align_to_central(x_w: Tensor, x_s: Tensor, batch: Batch) -> Tensor:
     in this frame they follow from the central molecule's pose, which x_w shows exactly.
     """
     b = batch.num_graphs
-    first = torch.cumsum(batch.n_mol, 0) - batch.n_mol  # index of each cluster's first molecule
-    central = batch.mol == first[batch.graph]
+    central = batch.mol == batch.central[batch.graph]
     g = batch.graph[central]
     p, q = x_s[central], x_w[central]
     p = p - segment_mean(p, g, b)[g]

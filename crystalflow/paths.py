@@ -237,7 +237,7 @@ class RigidPath:
     translation and angular velocity. x_1 = x_s when each molecule of x_s is a proper rigid motion of
     its x_w (always, except for the inversion variant's mirrored molecules, which end on their best
     proper superposition: a rigid motion cannot change handedness). Times, σ_t and the prior x_w + σ ε
-are LERP's (the model superposes the input conformer on the prior before use).
+    are LERP's (the model superposes the input conformer on the prior before use).
     """
 
     def __init__(self, sigma: float = LERP_SIGMA, sigma_min: float = LERP_SIGMA_MIN) -> None:
