@@ -70,6 +70,8 @@ class BackboneConfig:
     mol_cutoff: float = 50.0  #: fast: cosine cutoff of molecule–molecule messages on centroid distance (Å)
     time: bool = True  #: embed t (flow models); False for direct regression
     compile: bool = False  #: torch.compile the layer stack
+    #: molecule-painn: the network sees the molecules' current orientations (off where they carry no information)
+    orientations: bool = True
 
 
 # ----------------------------------------------------------------------------------------- basis
@@ -449,8 +451,11 @@ class HierarchicalPaiNN(nn.Module):
         return layers(s, v, vectors, pi, pj, atom_feats, fc, unit, mol, mol_count, mg, mh, mol_feats, mol_fc, mol_unit)
 
 
-#: backbone variants; ``frames`` (:mod:`crystalflow.frames`) is the molecule-frame network
-VARIANTS = ("reference", "fast", "frames")
+#: backbone variants; ``frames`` (:mod:`crystalflow.frames`) and ``molecule-painn`` (:mod:`crystalflow.molnet`)
+#: are molecule-level networks with rigid outputs
+VARIANTS = ("reference", "fast", "frames", "molecule-painn")
+#: the variants whose output is a rigid displacement per molecule (endpoint prediction or gnn-md only)
+RIGID_OUTPUT_VARIANTS = ("frames", "molecule-painn")
 
 
 def build_backbone(cfg: BackboneConfig) -> nn.Module:
@@ -463,4 +468,8 @@ def build_backbone(cfg: BackboneConfig) -> nn.Module:
         from .frames import MoleculeFrameNet  # frames builds on this module's blocks
 
         return MoleculeFrameNet(cfg)
+    if cfg.variant == "molecule-painn":
+        from .molnet import MoleculePaiNN  # molnet builds on this module's blocks
+
+        return MoleculePaiNN(cfg)
     raise ValueError(f"unknown backbone variant {cfg.variant!r}; choose from {', '.join(VARIANTS)}")

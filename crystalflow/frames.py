@@ -68,22 +68,47 @@ def molecule_frames(x: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     return fit_rotations(w, x - c[batch.mol], batch.mol, g, proper=True), c
 
 
-def _in_frame(frames: Tensor, v: Tensor) -> Tensor:
+def in_frame(frames: Tensor, v: Tensor) -> Tensor:
     """Fᵀ v for frames [K, 3, 3] and vectors [K, 3]."""
     return torch.einsum("kji,kj->ki", frames, v)
 
 
-def rotation_6d(a: Tensor, b: Tensor) -> Tensor:
-    """Rotations [K, 3, 3] from two 3-vectors per row (Gram–Schmidt of e_x + a, e_y + b; zero = identity)."""
-    e1 = a + a.new_tensor([1.0, 0.0, 0.0])
-    e1 = e1 / e1.norm(dim=-1, keepdim=True).clamp(min=1e-6)
-    e2 = b + b.new_tensor([0.0, 1.0, 0.0])
-    e2 = e2 - (e1 * e2).sum(-1, keepdim=True) * e1
+def gram_schmidt(a: Tensor, b: Tensor) -> Tensor:
+    """Proper rotations [K, 3, 3] whose first column is along ``a`` [K, 3] and second in the (a, b) plane."""
+    e1 = a / a.norm(dim=-1, keepdim=True).clamp(min=1e-6)
+    e2 = b - (e1 * b).sum(-1, keepdim=True) * e1
     e2 = e2 / e2.norm(dim=-1, keepdim=True).clamp(min=1e-6)
     return torch.stack([e1, e2, torch.linalg.cross(e1, e2)], dim=-1)
 
 
-def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+def rotation_6d(a: Tensor, b: Tensor) -> Tensor:
+    """Rotations [K, 3, 3] from two 3-vectors per row (Gram–Schmidt of e_x + a, e_y + b; zero = identity)."""
+    return gram_schmidt(a + a.new_tensor([1.0, 0.0, 0.0]), b + b.new_tensor([0.0, 1.0, 0.0]))
+
+
+#: atom coordinates in their molecule's own frame are divided by this (Å) before the shape embedding
+SHAPE_SCALE = 5.0
+
+
+class ShapeEmbedding(nn.Module):
+    """Per-molecule features of its shape: its atoms (type and position in the molecule's own frame),
+    embedded and pooled. Invariant to how the molecule is turned; a mirrored copy looks different."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.z = nn.Embedding(MAX_Z, hidden)
+        self.atom = mlp(4, hidden, hidden)
+        self.shape = mlp(hidden, hidden, hidden)
+
+    def forward(self, frames: Tensor, r: Tensor, batch: Batch) -> Tensor:
+        """[G, F] from per-molecule frames [G, 3, 3] and atom positions relative to their centre ``r`` [N, 3]."""
+        local = in_frame(frames[batch.mol], r) / SHAPE_SCALE
+        atoms = self.z(batch.z) + self.atom(torch.cat([local, local.norm(dim=-1, keepdim=True)], -1))
+        return self.shape(segment_mean(atoms, batch.mol, batch.num_molecules))
+
+
+def mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
+    """Linear, SiLU, linear."""
     return nn.Sequential(nn.Linear(n_in, hidden), nn.SiLU(), nn.Linear(hidden, n_out))
 
 
@@ -99,20 +124,23 @@ class MoleculeFrameNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         f, n = cfg.hidden, cfg.n_rbf
-        self.z = nn.Embedding(MAX_Z, f)
-        self.atom = _mlp(4, f, f)
-        self.shape = _mlp(f, f, f)
-        self.mol_in = _mlp(self.N_MOL_FEATS, f, f)
+        self.shapes = ShapeEmbedding(f)
+        self.mol_in = mlp(self.N_MOL_FEATS, f, f)
         self.time = TimeEmbedding(f) if cfg.time else None
         self.rbf = GaussianRBF(n, CENTRE_RBF_MAX)
-        self.pair_in = _mlp(self.N_PAIR_FEATS + 2 * n, f, f)
-        self.messages = nn.ModuleList(_mlp(3 * f, f, 2 * f) for _ in range(cfg.layers))
-        self.updates = nn.ModuleList(_mlp(2 * f, f, f) for _ in range(cfg.layers))
+        self.pair_in = mlp(self.N_PAIR_FEATS + 2 * n, f, f)
+        self.messages = nn.ModuleList(mlp(3 * f, f, 2 * f) for _ in range(cfg.layers))
+        self.updates = nn.ModuleList(mlp(2 * f, f, f) for _ in range(cfg.layers))
         self.norms = nn.ModuleList(nn.LayerNorm(f) for _ in range(cfg.layers))
-        self.out = _mlp(f, f, 9)
+        self.out = mlp(f, f, 9)
         with torch.no_grad():  # start near "stand still"
             self.out[-1].weight.mul_(0.1)
             self.out[-1].bias.zero_()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN202 - torch hook
+        for key in [k for k in state_dict if k.startswith(tuple(f"{prefix}{n}." for n in ("z", "atom", "shape")))]:
+            state_dict[f"{prefix}shapes.{key[len(prefix):]}"] = state_dict.pop(key)  # before ShapeEmbedding
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: Tensor, x_w: Tensor, t: Tensor | None, batch: Batch) -> Tensor:
         """One rigid displacement [N, 3] per atom (equivariant; see the module docstring)."""
@@ -124,11 +152,9 @@ class MoleculeFrameNet(nn.Module):
         f0, c0 = frames[first][mg], c[first][mg]  # the central frame, per molecule
 
         # shape: every atom in its own molecule's frame, embedded and pooled per molecule
-        local = _in_frame(frames[mol], x - c[mol]) / 5.0
-        atoms = self.z(batch.z) + self.atom(torch.cat([local, local.norm(dim=-1, keepdim=True)], -1))
-        h = self.shape(segment_mean(atoms, mol, batch.num_molecules))
+        h = self.shapes(frames, x - c[mol], batch)
 
-        pos, pos_w = _in_frame(f0, c - c0), _in_frame(f0, c_w - c0)  # centres in the central frame
+        pos, pos_w = in_frame(f0, c - c0), in_frame(f0, c_w - c0)  # centres in the central frame
         orient, orient_w = f0.transpose(1, 2) @ frames, f0.transpose(1, 2) @ frames_w
         mol_feats = torch.cat([pos / LENGTH_SCALE, orient.flatten(1), pos_w / LENGTH_SCALE, orient_w.flatten(1),
                                central[:, None]], -1)

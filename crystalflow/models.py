@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from . import paths
-from .backbone import VARIANTS, BackboneConfig, build_backbone
+from .backbone import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
 from .dataset import Batch
 from .rigid import fit_rotations, rigid_velocity, segment_mean, superpose_conformer
 
@@ -43,7 +43,7 @@ class ModelConfig:
     """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
-    backbone: str = "fast"  #: 'fast' | 'reference' | 'frames' (molecule frames, rigid outputs)
+    backbone: str = "fast"  #: 'fast' | 'reference' | 'frames' | 'molecule-painn' (the last two: rigid outputs)
     hidden: int = 64
     layers: int = 3
     n_rbf: int = 20
@@ -73,6 +73,10 @@ class ModelConfig:
     #: (rigid: the SE(3) geodesic to the superposed x̂_1). Orientations are then a smooth function to learn,
     #: where a rotation vector near π is not
     prediction: str = "velocity"
+    #: molecule-painn backbone: let the network see each molecule's current orientation (its axes). Where the
+    #: input orientations are uniformly random (the 'solution' and 'liquid' presets) they are noise at t = 0,
+    #: and a network that must learn to ignore them learns the lattice far more slowly: switch them off there
+    orientation_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -85,8 +89,8 @@ class ModelConfig:
             raise ValueError(f"unknown prediction {self.prediction!r}; choose from {', '.join(PREDICTIONS)}")
         if self.prediction == "endpoint" and self.method not in ("lerp", "rigid"):
             raise ValueError("prediction='endpoint' needs a path that ends at the crystal (lerp or rigid)")
-        if self.backbone == "frames" and self.method != "gnn-md" and self.prediction != "endpoint":
-            raise ValueError("the frames backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
+        if self.backbone in RIGID_OUTPUT_VARIANTS and self.method != "gnn-md" and self.prediction != "endpoint":
+            raise ValueError(f"the {self.backbone} backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
         if self.target_frame not in TARGET_FRAMES:
             raise ValueError(f"unknown target_frame {self.target_frame!r}; choose from {', '.join(TARGET_FRAMES)}")
 
@@ -109,7 +113,7 @@ class ModelConfig:
             variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
             intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff,
             max_contacts=self.max_contacts, mol_cutoff=self.mol_cutoff,
-            time=self.method in FLOW_METHODS, compile=self.compile,
+            time=self.method in FLOW_METHODS, compile=self.compile, orientations=self.orientation_inputs,
         )
 
     def path(self) -> paths.AffinePath | paths.RigidPath | None:

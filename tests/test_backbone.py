@@ -33,6 +33,8 @@ VARIANTS = {
     "reference": BackboneConfig(variant="reference", cutoff=5.0, **SMALL),
     "fast": BackboneConfig(variant="fast", intra_cutoff=3.0, contact_cutoff=4.0, mol_cutoff=30.0, **SMALL),
     "frames": BackboneConfig(variant="frames", **SMALL),
+    "molecule-painn": BackboneConfig(variant="molecule-painn", **SMALL),
+    "molecule-painn-lattice": BackboneConfig(variant="molecule-painn", orientations=False, **SMALL),
 }
 PAINN = ("reference", "fast")
 
@@ -80,8 +82,9 @@ def test_fast_variant_uses_contacts_and_intra_pairs():
 
 @pytest.mark.parametrize("perm", [[0, 3, 6, 1, 5, 2, 4], [3, 0, 6, 1, 5, 2, 4]], ids=["neighbours", "all"])
 def test_molecule_permutation_permutes_output(model, perm):
-    if perm[0] != 0 and model.cfg.variant == "frames":
-        pytest.skip("frames marks the first molecule as the central one: only its neighbours are interchangeable")
+    if perm[0] != 0 and model.cfg.variant in ("frames", "molecule-painn"):
+        pytest.skip(f"{model.cfg.variant} marks the first molecule as the central one: only its neighbours are "
+                    "interchangeable")
     rec = toy_cluster(MOL_A, Z_A, 7, seed=3)
     perm = np.array(perm)
     permuted = ClusterRecord(x_s=rec.x_s[perm], x_w=rec.x_w[perm], z=rec.z)

@@ -158,3 +158,16 @@ def test_fresh_noise_dataset_draws_rigid_copies_per_epoch(tmp_path):
     (tmp_path / "d" / "summary.json").write_text("{}")
     with pytest.raises(UserError, match="noise settings"):
         dataset_noise(str(tmp_path / "d"))
+
+
+def test_frames_checkpoints_from_before_the_shared_shape_embedding_load():
+    torch.manual_seed(0)
+    net = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=1, n_rbf=4))
+    legacy = {k.removeprefix("shapes."): v for k, v in net.state_dict().items()}  # z.*, atom.*, shape.* at top
+    assert "z.weight" in legacy and not any(k.startswith("shapes.") for k in legacy)
+    again = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=1, n_rbf=4))
+    again.load_state_dict(legacy)
+    b = batch64()
+    t = torch.tensor([0.3, 0.6])
+    x = b.x_w.float()
+    torch.testing.assert_close(again(x, x, t, b.to("cpu", torch.float32)), net(x, x, t, b.to("cpu", torch.float32)))
