@@ -27,10 +27,12 @@ class NoiseModel:
         return asdict(self)
 
 
-#: named presets; ``solution`` (the default) destroys orientations and dilutes the cluster
+#: named presets; ``solution`` (the default) destroys orientations and dilutes the cluster; ``melt`` keeps
+#: orientations to about 30° (weakly correlated), at the density of ``liquid``
 NOISE_PRESETS: dict[str, NoiseModel] = {
     "none": NoiseModel(rotation_deg=0.0, displacement=0.0, spread=1.0),
     "thermal": NoiseModel(rotation_deg=10.0, displacement=0.3, spread=1.0),
+    "melt": NoiseModel(rotation_deg=30.0, displacement=1.0, spread=1.2),
     "liquid": NoiseModel(rotation_deg=None, displacement=1.0, spread=1.2),
     "solution": NoiseModel(rotation_deg=None, displacement=1.5, spread=1.6),
 }

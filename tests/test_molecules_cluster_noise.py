@@ -163,3 +163,13 @@ def test_noise_model_spread_and_displacement():
     x_w, maps = apply_noise(x_s, z, model, np.random.default_rng(0))
     assert np.allclose(x_w[:, 0, 0], [0.0, 6.0, -6.0])
     assert np.allclose(maps, np.eye(3))
+
+
+def test_melt_preset_keeps_orientations_to_about_30_degrees():
+    """'melt': Gaussian turn angles of σ = 30° about random axes, so |angle| averages σ·√(2/π) ≈ 23.9°."""
+    melt = noise_model("melt")
+    assert (melt.rotation_deg, melt.displacement, melt.spread, melt.inversion) == (30.0, 1.0, 1.2, 0.0)
+    rots = random_rotations(20000, np.random.default_rng(0), melt.rotation_deg)
+    angles = np.degrees(np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    assert np.mean(angles) == pytest.approx(30.0 * np.sqrt(2 / np.pi), rel=0.02)
+    assert np.allclose(np.linalg.det(rots), 1)
