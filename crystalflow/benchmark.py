@@ -1,9 +1,12 @@
 """The benchmark: the layout of CrystalFlow's Tables 1 and 2 on the data available, in one call.
 
-For each noise variant (without / with inversion) a dataset is built; for each seed every method
-(GNN-MD, CrystalSDE-VE, CrystalSDE-VP, CrystalFlow-LERP and our CrystalFlow-Rigid) is trained, sampled
-on the test split and evaluated, next to the identity and PackMol baselines on the same test clusters. Results are the mean ±
-std over seeds of the per-cluster test means, written as results.csv, results.md and plots.
+For each noise variant a dataset is built: the paper's two (the ``solution`` preset without and with
+inversion: Tables 1 and 2) and a weakly-correlated input (the ``melt`` preset, orientations kept to
+about 30°: Table 3). For each seed every method (GNN-MD, CrystalSDE-VE, CrystalSDE-VP,
+CrystalFlow-LERP and our CrystalFlow-Rigid; Table 3 only the paper's LERP and ours) is trained,
+sampled on the test split and evaluated, next to the identity and PackMol baselines on the same test
+clusters. Results are the mean ± std over seeds of the per-cluster test means, written as
+results.csv, results.md and plots.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,8 +24,11 @@ from . import __version__, embedded_cif_dir
 from .build import build_dataset
 from .errors import UserError
 from .metrics import RANDOM_ORIENTATION_DEG
-from .noise import DEFAULT_PRESET, noise_model
+from .noise import noise_model
 from .pipeline import BuildSettings
+
+if TYPE_CHECKING:
+    from .train import TrainConfig
 
 METHODS = ("gnn-md", "ve", "vp", "lerp", "rigid")
 BASELINES = ("identity", "packmol")
@@ -30,7 +37,20 @@ LABELS = {
     "rigid": "CrystalFlow-Rigid (ours)",
     "identity": "identity (x_w)", "packmol": "PackMol",
 }
-VARIANTS = {"plain": False, "inversion": True}
+#: noise variants: name -> (noise preset, inversion) and the title of its table
+VARIANTS = {"plain": ("solution", False), "inversion": ("solution", True), "melt": ("melt", False)}
+TITLES = {
+    "plain": "Table 1: without inversion",
+    "inversion": "Table 2: with inversion",
+    "melt": "Table 3: weakly-correlated input ('melt' noise: orientations kept to about 30°)",
+}
+#: how our method is set up beyond the plan's model: the molecule-level equivariant backbone predicting the
+#: crystal (endpoint) from x_t alone, trained with fresh noise draws every epoch
+OURS_MODEL = {"backbone": "molecule-painn", "prediction": "endpoint", "condition_on_input": False}
+OURS = "rigid"
+#: learned methods run on a variant, where not all: Table 3 is not the paper's, it compares the paper's flow
+#: (LERP) with ours and the baselines
+VARIANT_METHODS = {"melt": ("lerp", OURS)}
 #: metrics shown in results.md, with their direction (True: higher is better)
 TABLE_METRICS = {
     "pm_atom": False, "pm_center": False, "rmsd_matched": False, "compack_success": True,
@@ -41,9 +61,19 @@ TABLE_METRICS = {
 #: quick preset: molecules up to this many atoms (keeps clusters below ~900 atoms)
 QUICK_MAX_ATOMS = 50
 QUICK_EPOCHS = 6
+#: quick preset, our method: epochs of fresh noise draws per variant. Where the input keeps orientations
+#: ('melt') they are learned in a jump after 300–400 steps (100 epochs: about 430); where it does not there is
+#: nothing to learn about them and 40 epochs place the centres. Batch size and learning rate of every preset
+QUICK_OURS_EPOCHS = {"plain": 40, "inversion": 40, "melt": 100}
+OURS_BATCH = 16
+OURS_LR = 3e-3
+#: the quick preset's variants (the melt table: add --variants melt; about 5 more minutes)
+QUICK_VARIANTS = ("plain", "inversion")
 #: full preset: the default model size, trained this many epochs with this batch size (a GPU run)
 FULL_EPOCHS = 20
 FULL_BATCH = 8
+#: full preset, our method (about 3000 steps on the full set)
+FULL_OURS_EPOCHS = 100
 
 
 @dataclass
@@ -54,6 +84,7 @@ class BenchmarkPlan:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] = METHODS
     baselines: tuple[str, ...] = BASELINES
+    variants: tuple[str, ...] = tuple(VARIANTS)
     epochs: int = 20
     batch_size: int = 4
     max_atoms: int = 200
@@ -62,13 +93,35 @@ class BenchmarkPlan:
     steps: int = 20
     model: dict = field(default_factory=dict)  #: ModelConfig overrides
     workers: int = 2
+    #: epochs of our method per variant (fresh noise every epoch, batch OURS_BATCH); missing: FULL_OURS_EPOCHS
+    ours_epochs: dict = field(default_factory=dict)
+
+    def runs(self, variant: str, name: str) -> bool:
+        """Whether method or baseline ``name`` runs on ``variant``."""
+        return name in self.baselines or (name in self.methods and name in VARIANT_METHODS.get(variant, METHODS))
+
+    def train_config(self, name: str, seed: int, variant: str = "plain") -> TrainConfig:
+        """How method ``name`` is trained on ``variant``: the plan's settings; ours with its own model and fresh
+        noise, looking at the input orientations only where the variant's noise keeps some (not 'solution')."""
+        from .models import ModelConfig
+        from .train import TrainConfig
+
+        if name == OURS:
+            keeps_orientations = noise_model(VARIANTS[variant][0]).rotation_deg is not None
+            model = ModelConfig(method=name, **{**self.model, **OURS_MODEL, "orientation_inputs": keeps_orientations})
+            epochs = self.ours_epochs.get(variant, FULL_OURS_EPOCHS)
+            return TrainConfig(epochs=epochs, batch_size=OURS_BATCH, lr=OURS_LR, seed=seed,
+                               log_every=10**9, fresh_noise=True, model=model)
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=seed, log_every=10**9,
+                           model=ModelConfig(method=name, **self.model))
 
 
 def quick_plan() -> BenchmarkPlan:
     """The embedded COD set, small molecules, a small model: about 15 minutes on 2 cores."""
     return BenchmarkPlan(
         sources=[embedded_cif_dir()], epochs=QUICK_EPOCHS, max_atoms=QUICK_MAX_ATOMS, samples_per_crystal=2,
-        samples=2, steps=10, model={"hidden": 32, "layers": 2},
+        samples=2, steps=10, model={"hidden": 32, "layers": 2}, ours_epochs=dict(QUICK_OURS_EPOCHS),
+        variants=QUICK_VARIANTS,
     )
 
 
@@ -105,9 +158,8 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
     """
     from .baselines import run_baseline
     from .evaluate import evaluate
-    from .models import ModelConfig
     from .samplers import sample_dataset
-    from .train import TrainConfig, load_model, select_device, train
+    from .train import load_model, select_device, train
 
     t0 = time.time()
     data = os.path.join(out_dir, "data", variant)
@@ -120,11 +172,7 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
             run_dir = os.path.join(out_dir, "runs", variant, name, f"seed{seed}")
             if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not _finished(run_dir):
                 shutil.rmtree(run_dir, ignore_errors=True)
-                config = TrainConfig(
-                    epochs=plan.epochs, batch_size=plan.batch_size, seed=seed, log_every=10**9,
-                    model=ModelConfig(method=name, **plan.model),
-                )
-                train(data, run_dir, config, progress=progress)
+                train(data, run_dir, plan.train_config(name, seed, variant), progress=progress)
             device = select_device("auto")
             model, _ = load_model(run_dir, device=device)
             info = {"method": name, "model": run_dir, "weights": "ema"}
@@ -151,16 +199,18 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
     start = time.time()
     os.makedirs(out_dir, exist_ok=True)
     inputs = _link_inputs(plan.sources, os.path.join(out_dir, "inputs"))
-    for variant, inversion in VARIANTS.items():
+    for variant in plan.variants:
+        preset, inversion = VARIANTS[variant]
         settings = BuildSettings(
-            noise=noise_model(DEFAULT_PRESET, inversion), noise_preset=DEFAULT_PRESET,
+            noise=noise_model(preset, inversion), noise_preset=preset,
             samples_per_crystal=plan.samples_per_crystal, max_atoms=plan.max_atoms, seed=0,
         )
         data = os.path.join(out_dir, "data", variant)
         log(f"[{variant}] dataset -> {data}")
         summary = build_dataset(inputs, data, settings, workers=plan.workers, progress=progress).summary
         log(f"[{variant}] {summary['clusters']} clusters (test {summary['splits']['test']})")
-    tasks = [(v, name, seed) for v in VARIANTS for seed in plan.seeds for name in plan.methods + plan.baselines]
+    tasks = [(v, name, seed) for v in plan.variants for seed in plan.seeds for name in plan.methods + plan.baselines
+             if plan.runs(v, name)]
 
     def report(row: dict) -> None:
         log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks)} done) "
@@ -192,7 +242,15 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
 
 
 def _finished(run_dir: str) -> bool:
-    return os.path.exists(os.path.join(run_dir, "log.csv")) and os.path.exists(os.path.join(run_dir, "best.pt"))
+    """Whether the training in ``run_dir`` ran all the epochs of its config (an interrupted one did not)."""
+    try:
+        with open(os.path.join(run_dir, "config.json")) as f:
+            epochs = int(json.load(f)["epochs"])
+        with open(os.path.join(run_dir, "log.csv"), newline="") as f:
+            done = [int(r["epoch"]) for r in csv.DictReader(f) if r["epoch"].isdigit()]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(done) and max(done) >= epochs and os.path.exists(os.path.join(run_dir, "best.pt"))
 
 
 def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:
@@ -214,7 +272,7 @@ def _cell(mean: float, std: float, n: int) -> str:
 
 
 def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: float) -> dict:
-    """results.csv (one row per variant, method, seed), results.md (Tables 1–2 layout) and plots."""
+    """results.csv (one row per variant, method, seed), results.md (the layout of Tables 1–3) and plots."""
     table = summarise(rows)
     metric_names = sorted({k for r in rows for k in r} - {"variant", "method", "seed"})
     with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
@@ -226,7 +284,9 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         "# crystalflow benchmark",
         "",
         f"crystalflow {__version__}; data: {', '.join(os.path.basename(os.path.normpath(s)) for s in plan.sources)}; "
-        f"seeds {list(plan.seeds)}; {plan.epochs} epochs; K = {plan.samples} samples, {plan.steps} Euler steps; "
+        f"seeds {list(plan.seeds)}; {plan.epochs} epochs ({LABELS[OURS]}: "
+        f"{', '.join(f'{plan.ours_epochs.get(v, FULL_OURS_EPOCHS)} ({v})' for v in plan.variants)} epochs of fresh "
+        f"noise, batch {OURS_BATCH}); K = {plan.samples} samples, {plan.steps} Euler steps; "
         f"molecules up to {plan.max_atoms} atoms; wall time {seconds / 60:.1f} min.",
         "",
         "Mean ± std over seeds (just the value for one seed) of the test-split means. "
@@ -235,8 +295,8 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         "(degrees) of the molecules' orientations relative to the central one (random ≈ 126°); collision in % "
         "of inter-molecular atom pairs; separation in % of molecule pairs.",
     ]
-    for variant, title in (("plain", "Table 1: without inversion"), ("inversion", "Table 2: with inversion")):
-        lines += ["", f"## {title}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
+    for variant in (v for v in VARIANTS if any(key[0] == v for key in table)):
+        lines += ["", f"## {TITLES[variant]}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
                   "|---|" + "---|" * len(TABLE_METRICS)]
         for method in order:
             stats = table.get((variant, method))
@@ -263,11 +323,12 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     panels = (("pm_atom", "Å"), ("pm_center", "Å"), ("compack_success", "%"), ("orientation", "°"))
     for ax, (metric, unit) in zip(axes, panels):
-        width = 0.4
-        for k, variant in enumerate(VARIANTS):
+        variants = [v for v in VARIANTS if any(key[0] == v for key in table)]
+        width = 0.8 / max(len(variants), 1)
+        for k, variant in enumerate(variants):
             methods = [m for m in order if (variant, m) in table]
             vals = [table[(variant, m)].get(metric, (np.nan, 0, 0)) for m in methods]
-            x = np.array([order.index(m) for m in methods], dtype=float) + (k - 0.5) * width
+            x = np.array([order.index(m) for m in methods], dtype=float) + (k - (len(variants) - 1) / 2) * width
             ax.bar(x, [v[0] for v in vals], width, yerr=[v[1] for v in vals], label=variant, capsize=3)
         ax.set_xticks(np.arange(len(order)))
         ax.set_xticklabels([LABELS.get(m, m) for m in order], rotation=30, ha="right", fontsize=8)

@@ -150,6 +150,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         plan.methods = tuple(args.methods)
     if args.baselines is not None:
         plan.baselines = tuple(args.baselines)
+    if args.variants is not None:
+        plan.variants = tuple(args.variants)
     jobs = args.jobs if args.jobs is not None else (min(2, os.cpu_count() or 1) if args.quick else 1)
     run_benchmark(args.output, plan, progress=not args.quiet, jobs=jobs)
 
@@ -272,14 +274,16 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 
-    bm = sub.add_parser("benchmark", help="reproduce the layout of the paper's Tables 1-2 (methods x baselines)")
-    bm.add_argument("--quick", action="store_true", help="embedded COD set, small model (about 15 min on 2 cores)")
+    bm = sub.add_parser("benchmark", help="the paper's Tables 1-2 (methods x baselines) and Table 3 (melt input)")
+    bm.add_argument("--quick", action="store_true", help="embedded COD set, small model, Tables 1-2 (about 13 min on 2 cores)")
     bm.add_argument("--shared", default=os.path.join("..", "shared", "data"), help="folder with cod/ csd500/ ocelot/")
     bm.add_argument("--seeds", type=_positive, default=None, help="number of seeds (default 3)")
     bm.add_argument("--methods", nargs="*", choices=["gnn-md", "ve", "vp", "lerp", "rigid"], default=None,
                     help="learned methods to run (default: all; none: baselines only)")
     bm.add_argument("--baselines", nargs="*", choices=["identity", "packmol"], default=None,
                     help="baselines to run (default: both; none: learned methods only)")
+    bm.add_argument("--variants", nargs="+", choices=["plain", "inversion", "melt"], default=None,
+                    help="noise variants, i.e. tables (default: all three; with --quick: plain inversion)")
     bm.add_argument("--jobs", type=_positive, default=None,
                     help="tasks run at once in worker processes, e.g. trainings sharing a GPU "
                          "(default: 2 with --quick on 2+ cores, else 1)")

@@ -47,12 +47,12 @@ def test_tiny_benchmark_writes_tables_and_resumes(tmp_path, tiny_sources, monkey
     logs: list[str] = []
     report = bm.run_benchmark(str(out), tiny_plan(tiny_sources), progress=False, log=logs.append)
     md = (out / "results.md").read_text()
-    assert "## Table 1: without inversion" in md and "## Table 2: with inversion" in md
+    assert "## Table 1: without inversion" in md and "## Table 2: with inversion" in md and "## Table 3:" in md
     assert "| CrystalFlow-LERP |" in md and "| identity (x_w) |" in md and "orientation" in md
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert {(r["variant"], r["method"]) for r in rows} == {
-        (v, m) for v in ("plain", "inversion") for m in ("lerp", "identity")}
+        (v, m) for v in ("plain", "inversion", "melt") for m in ("lerp", "identity")}
     assert all(float(r["pm_atom"]) > 0 for r in rows)
     assert (out / "results.png").stat().st_size > 0
     assert any(line.startswith("benchmark finished in") for line in logs)
@@ -75,4 +75,42 @@ def test_tiny_benchmark_in_worker_processes_matches_serial(tmp_path, tiny_source
     plan.methods, plan.baselines = (), ("identity",)
     serial = bm.run_benchmark(str(tmp_path / "a"), plan, progress=False, log=lambda *_: None)
     parallel = bm.run_benchmark(str(tmp_path / "b"), plan, progress=False, log=lambda *_: None, jobs=2)
-    assert serial["rows"] == parallel["rows"] and len(serial["rows"]) == 2
+    assert serial["rows"] == parallel["rows"] and len(serial["rows"]) == 3
+
+
+def test_variants_noise_and_our_training_setup():
+    assert {v: bm.VARIANTS[v] for v in ("plain", "inversion", "melt")} == {
+        "plain": ("solution", False), "inversion": ("solution", True), "melt": ("melt", False)}
+    plan = bm.quick_plan()
+    lerp = plan.train_config("lerp", 1, "melt")
+    assert (lerp.epochs, lerp.batch_size, lerp.seed, lerp.fresh_noise) == (bm.QUICK_EPOCHS, 4, 1, False)
+    assert (lerp.model.method, lerp.model.backbone, lerp.model.hidden) == ("lerp", "fast", 32)
+    for variant, sees_orientations in (("plain", False), ("inversion", False), ("melt", True)):
+        ours = plan.train_config("rigid", 2, variant)
+        assert (ours.epochs, ours.batch_size, ours.lr, ours.seed, ours.fresh_noise) == (
+            bm.QUICK_OURS_EPOCHS[variant], bm.OURS_BATCH, bm.OURS_LR, 2, True)
+        m = ours.model
+        assert (m.method, m.backbone, m.prediction, m.condition_on_input, m.hidden) == (
+            "rigid", "molecule-painn", "endpoint", False, 32)
+        assert m.orientation_inputs is sees_orientations
+    assert plan.variants == bm.QUICK_VARIANTS and bm.BenchmarkPlan(sources=[]).variants == tuple(bm.VARIANTS)
+    # Table 3 compares the paper's LERP with ours and the baselines; --methods still narrows it
+    assert [n for n in bm.METHODS + bm.BASELINES if plan.runs("melt", n)] == ["lerp", "rigid", "identity", "packmol"]
+    assert all(plan.runs("plain", n) for n in bm.METHODS + bm.BASELINES)
+    plan.methods = ("rigid",)
+    assert not plan.runs("melt", "lerp") and plan.runs("melt", "rigid")
+
+
+def test_an_interrupted_training_is_not_taken_as_finished(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text('{"epochs": 3, "model": {}}')
+    (run / "best.pt").write_bytes(b"")
+    header = "epoch,step,train_loss,val_loss,lr,seconds\n"
+    (run / "log.csv").write_text(header + "1,4,1.0,1.0,0.001,1.0\n2,8,0.5,0.5,0.001,2.0\n")
+    assert not bm._finished(str(run))  # stopped after 2 of 3 epochs: train again
+    with open(run / "log.csv", "a") as f:
+        f.write("3,12,0.4,0.4,0.001,3.0\n")
+    assert bm._finished(str(run))
+    (run / "best.pt").unlink()
+    assert not bm._finished(str(run))
