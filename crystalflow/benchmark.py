@@ -1,4 +1,4 @@
-"""The benchmark: the layout of CrystalFlow's Tables 1 and 2 on the data available, in one call.
+"""The benchmark: the layout of CrystalFlow's Tables 1 and 2, and our Table 3, on the data available, in one call.
 
 For each noise variant a dataset is built: the paper's two (the ``solution`` preset without and with
 inversion: Tables 1 and 2) and a weakly-correlated input (the ``melt`` preset, orientations kept to
@@ -67,7 +67,7 @@ QUICK_EPOCHS = 6
 QUICK_OURS_EPOCHS = {"plain": 40, "inversion": 40, "melt": 100}
 OURS_BATCH = 16
 OURS_LR = 3e-3
-#: the quick preset's variants (the melt table: add --variants melt; about 5 more minutes)
+#: the quick preset's variants (Table 3 too: --variants plain inversion melt, about 4 more minutes)
 QUICK_VARIANTS = ("plain", "inversion")
 #: full preset: the default model size, trained this many epochs with this batch size (a GPU run)
 FULL_EPOCHS = 20
@@ -117,7 +117,7 @@ class BenchmarkPlan:
 
 
 def quick_plan() -> BenchmarkPlan:
-    """The embedded COD set, small molecules, a small model: about 15 minutes on 2 cores."""
+    """The embedded COD set, small molecules, a small model, Tables 1–2: about 13 minutes on 2 cores."""
     return BenchmarkPlan(
         sources=[embedded_cif_dir()], epochs=QUICK_EPOCHS, max_atoms=QUICK_MAX_ATOMS, samples_per_crystal=2,
         samples=2, steps=10, model={"hidden": 32, "layers": 2}, ours_epochs=dict(QUICK_OURS_EPOCHS),
