@@ -24,6 +24,12 @@ HEXAGON = np.array([[np.cos(a), np.sin(a), 0.0] for a in np.arange(6) * np.pi / 
 SMALL = BackboneConfig(variant="molecule-painn", hidden=16, layers=2, n_rbf=8)
 
 
+def tiny_net(**overrides):
+    """A seeded float64 molecule-painn backbone (SMALL with ``overrides``)."""
+    torch.manual_seed(0)
+    return build_backbone(BackboneConfig(**{**SMALL.__dict__, **overrides})).double()
+
+
 def batch64(template=MOL, z=Z, n_mol: int = 7, seed: int = 1):
     return collate([toy_cluster(template, z, n_mol, seed=seed)]).to("cpu", torch.float64)
 
@@ -55,8 +61,7 @@ def test_axes_fall_back_to_the_anchor_frame_for_symmetric_tops():
 
 
 def test_outputs_are_rigid_displacements_and_zero_output_stands_still():
-    torch.manual_seed(0)
-    net = build_backbone(SMALL).double()
+    net = tiny_net()
     b = batch64()
     x = b.x_w + 0.4 * (b.x_s - b.x_w)
     t = torch.tensor([0.3], dtype=torch.float64)
@@ -71,8 +76,7 @@ def test_outputs_are_rigid_displacements_and_zero_output_stands_still():
 
 
 def test_x_w_is_not_an_input():
-    torch.manual_seed(0)
-    net = build_backbone(SMALL).double()
+    net = tiny_net()
     b = batch64()
     x = b.x_w + 0.5 * (b.x_s - b.x_w)
     t = torch.tensor([0.5], dtype=torch.float64)
@@ -81,8 +85,7 @@ def test_x_w_is_not_an_input():
 
 
 def test_without_orientation_inputs_the_prediction_ignores_how_molecules_are_turned():
-    torch.manual_seed(0)
-    net = build_backbone(BackboneConfig(**{**SMALL.__dict__, "orientations": False})).double()
+    net = tiny_net(orientations=False)
     b = batch64()
     t = torch.tensor([0.2], dtype=torch.float64)
     c = torch.stack([b.x_w[b.mol == g].mean(0) for g in range(b.num_molecules)])
@@ -106,8 +109,7 @@ def centrosymmetric_cluster() -> ClusterRecord:
 
 def test_inversion_of_the_input_is_not_an_equivariance():
     """SO(3), not O(3): a mirrored cluster is another crystal, and cross products let the network tell them apart."""
-    torch.manual_seed(0)
-    net = build_backbone(SMALL).double()
+    net = tiny_net()
     b = collate([centrosymmetric_cluster()]).to("cpu", torch.float64)
     t = torch.tensor([0.0], dtype=torch.float64)
     with torch.no_grad():
