@@ -170,9 +170,12 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
             run_baseline(name, data, "test", pred, samples=plan.samples, seed=seed, progress=progress, overwrite=True)
         else:
             run_dir = os.path.join(out_dir, "runs", variant, name, f"seed{seed}")
-            if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")) or not _finished(run_dir):
-                shutil.rmtree(run_dir, ignore_errors=True)
-                train(data, run_dir, plan.train_config(name, seed, variant), progress=progress)
+            config = plan.train_config(name, seed, variant)
+            if not _finished(run_dir):
+                resume = _resumable(run_dir, config)
+                if not resume:  # nothing there, or a run with other settings: start afresh
+                    shutil.rmtree(run_dir, ignore_errors=True)
+                train(data, run_dir, config, resume=resume, progress=progress)
             device = select_device("auto")
             model, _ = load_model(run_dir, device=device)
             info = {"method": name, "model": run_dir, "weights": "ema"}
@@ -251,6 +254,26 @@ def _finished(run_dir: str) -> bool:
     except (OSError, ValueError, KeyError):
         return False
     return bool(done) and max(done) >= epochs and os.path.exists(os.path.join(run_dir, "best.pt"))
+
+
+def _resumable(run_dir: str, config: "TrainConfig") -> bool:
+    """Whether ``run_dir`` holds an interrupted training with ``config``'s settings, so it can be continued.
+
+    Only the fields a resumed run may change (epochs, threads, ...) may differ; any other difference
+    (an older plan, another learning rate) means the run is redone from the start.
+    """
+    from .train import CHECKPOINT, CONFIG, RESUMABLE_FIELDS, TrainConfig
+
+    try:
+        with open(os.path.join(run_dir, CONFIG)) as f:
+            saved = TrainConfig.from_dict(json.load(f)).to_dict()
+    except (OSError, ValueError, UserError):
+        return False
+    wanted = config.to_dict()
+    for key in RESUMABLE_FIELDS:
+        saved.pop(key, None)
+        wanted.pop(key, None)
+    return os.path.exists(os.path.join(run_dir, CHECKPOINT)) and saved == wanted
 
 
 def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, float, int]]]:

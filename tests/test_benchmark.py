@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -114,3 +115,19 @@ def test_an_interrupted_training_is_not_taken_as_finished(tmp_path):
     assert bm._finished(str(run))
     (run / "best.pt").unlink()
     assert not bm._finished(str(run))
+
+
+def test_an_interrupted_training_with_the_plans_settings_is_resumed(tmp_path):
+    plan = bm.quick_plan()
+    config = plan.train_config("lerp", 0, "melt")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not bm._resumable(str(run), config)  # nothing there
+    (run / "config.json").write_text(json.dumps(dict(config.to_dict(), threads=1)))
+    assert not bm._resumable(str(run), config)  # settings but no checkpoint
+    (run / "checkpoint.pt").write_bytes(b"")
+    assert bm._resumable(str(run), config)  # only a resumable field differs
+    other = plan.train_config("lerp", 1, "melt")
+    assert not bm._resumable(str(run), other)  # another seed: train afresh
+    (run / "config.json").write_text("{not json")
+    assert not bm._resumable(str(run), config)
