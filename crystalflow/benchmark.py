@@ -246,14 +246,16 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
 
 def _finished(run_dir: str) -> bool:
     """Whether the training in ``run_dir`` ran all the epochs of its config (an interrupted one did not)."""
+    from .train import BEST, CONFIG, LOG
+
     try:
-        with open(os.path.join(run_dir, "config.json")) as f:
+        with open(os.path.join(run_dir, CONFIG)) as f:
             epochs = int(json.load(f)["epochs"])
-        with open(os.path.join(run_dir, "log.csv"), newline="") as f:
+        with open(os.path.join(run_dir, LOG), newline="") as f:
             done = [int(r["epoch"]) for r in csv.DictReader(f) if r["epoch"].isdigit()]
     except (OSError, ValueError, KeyError):
         return False
-    return bool(done) and max(done) >= epochs and os.path.exists(os.path.join(run_dir, "best.pt"))
+    return bool(done) and max(done) >= epochs and os.path.exists(os.path.join(run_dir, BEST))
 
 
 def _resumable(run_dir: str, config: "TrainConfig") -> bool:
@@ -289,6 +291,11 @@ def summarise(rows: list[dict]) -> dict[tuple[str, str], dict[str, tuple[float, 
     return out
 
 
+def _table_variants(table: dict) -> list[str]:
+    """The variants (in table order) that have results in ``table`` from :func:`summarise`."""
+    return [v for v in VARIANTS if any(key[0] == v for key in table)]
+
+
 def _cell(mean: float, std: float, n: int) -> str:
     """``mean ± std`` over seeds; a single seed has no spread to show."""
     return f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
@@ -318,7 +325,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
         "(degrees) of the molecules' orientations relative to the central one (random ≈ 126°); collision in % "
         "of inter-molecular atom pairs; separation in % of molecule pairs.",
     ]
-    for variant in (v for v in VARIANTS if any(key[0] == v for key in table)):
+    for variant in _table_variants(table):
         lines += ["", f"## {TITLES[variant]}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
                   "|---|" + "---|" * len(TABLE_METRICS)]
         for method in order:
@@ -345,9 +352,9 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(19, 4.2))
     panels = (("pm_atom", "Å"), ("pm_center", "Å"), ("compack_success", "%"), ("orientation", "°"))
+    variants = _table_variants(table)
+    width = 0.8 / max(len(variants), 1)
     for ax, (metric, unit) in zip(axes, panels):
-        variants = [v for v in VARIANTS if any(key[0] == v for key in table)]
-        width = 0.8 / max(len(variants), 1)
         for k, variant in enumerate(variants):
             methods = [m for m in order if (variant, m) in table]
             vals = [table[(variant, m)].get(metric, (np.nan, 0, 0)) for m in methods]

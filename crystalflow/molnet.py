@@ -79,10 +79,8 @@ def molecule_axes(x: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
     lam, vec = torch.linalg.eigh(cov)  # ascending
     lam, vec = lam.flip(-1), vec.flip(-1)  # largest spread first
     proj = torch.einsum("nij,ni->nj", vec[batch.mol], r)  # [N, 3] coordinates along the axes
-    m2 = x.new_zeros(g, 3).index_add_(0, batch.mol, proj**2)
-    m3 = x.new_zeros(g, 3).index_add_(0, batch.mol, proj**3)
-    count = batch.n_atoms[batch.mol_graph].to(x.dtype)[:, None]
-    skew = (m3 / count) / ((m2 / count).clamp(min=NORM_EPS) ** 1.5)
+    m2, m3 = segment_mean(proj**2, batch.mol, g), segment_mean(proj**3, batch.mol, g)
+    skew = m3 / m2.clamp(min=NORM_EPS) ** 1.5
     anchor_sign = torch.sign((vec * anchor).sum(1))  # agreement of each axis with the anchor frame's
     anchor_sign = torch.where(anchor_sign == 0, torch.ones_like(anchor_sign), anchor_sign)
     sign = torch.where(skew.abs() >= AXIS_SKEW, torch.sign(skew), anchor_sign)
