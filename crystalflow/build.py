@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .contacts import VALIDITY_OVERLAP
 from .errors import REASONS, RejectError, UserError
 from .pipeline import BuildSettings, process_cif
 from .shards import read_shard_tables, write_shard
@@ -39,6 +40,7 @@ SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 CLUSTER_COLUMNS = [
     "index", "split", "shard", "row", "key", "sample", "name", "cod_id", "formula", "spacegroup",
     "sg_number", "z_prime", "z", "n_atoms", "n_molecules", "density", "source",
+    "noise_angle", "noise_push", "x_w_max_overlap",
 ]
 
 
@@ -278,9 +280,30 @@ def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, sp
         "noise_preset": settings.noise_preset,
         "seed": settings.seed,
         "atoms_per_molecule": _describe([r["n_atoms"] for r in rows]),
+        "x_w": input_statistics(rows),
     }
     _write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
+
+
+def input_statistics(rows: list[dict]) -> dict:
+    """How physical and how noisy the inputs x_w are: % valid, worst overlaps, mean turn and push.
+
+    ``valid`` is the % of clusters whose x_w has no heavy-atom overlap ≥
+    :data:`crystalflow.contacts.VALIDITY_OVERLAP`; ``noise_angle`` (deg) and ``noise_push`` (Å) are
+    the means of the per-cluster values (absent for imported datasets, whose noise is unknown).
+    """
+    overlaps = [float(r["x_w_max_overlap"]) for r in rows if r.get("x_w_max_overlap") not in (None, "")]
+    out: dict = {}
+    if overlaps:
+        a = np.asarray(overlaps)
+        out = {"valid": round(100.0 * float(np.mean(a < VALIDITY_OVERLAP)), 2),
+               "max_overlap_median": round(float(np.median(a)), 4), "max_overlap_max": round(float(a.max()), 4)}
+    for key in ("noise_angle", "noise_push"):
+        values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+        if values:
+            out[f"{key}_mean"] = round(float(np.mean(values)), 4)
+    return out
 
 
 def _describe(values: list[float]) -> dict:

@@ -129,14 +129,13 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import predict
+    from .predict import TABLE_HEADER, predict
 
     cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
                     out_dir=args.output, progress=not args.quiet)
-    print("rank  score     density  min_contact  collision  rigidity  compact")
+    print(TABLE_HEADER)
     for c in cands:
-        print(f"{c.rank:4d}  {c.score:8.3f}  {c.density:7.3f}  {c.min_contact:11.2f}  {c.collision:9.3f}  "
-              f"{c.rigidity:8.3f}  {'yes' if c.compact else 'no'}")
+        print(c.table_line())
     print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
 
 
@@ -246,7 +245,7 @@ def make_parser() -> argparse.ArgumentParser:
     sm.add_argument("-q", "--quiet", action="store_true")
     sm.set_defaults(func=_cmd_sample)
 
-    ev = sub.add_parser("evaluate", help="score a prediction directory (PM, collision, COMPACK, ...)")
+    ev = sub.add_parser("evaluate", help="score a prediction directory (PM, Sol_C, validity, OXtalign RMSD_15, ...)")
     ev.add_argument("pred_dir")
     ev.add_argument("-o", "--output", required=True, help="metrics.json to write")
     ev.add_argument("-q", "--quiet", action="store_true")

@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, prepare_output_dir
+from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, input_statistics, prepare_output_dir
+from .contacts import max_overlap
 from .elements import atomic_number, formula, symbol
 from .errors import REASONS, UserError
 from .geometry import batched_rotations
@@ -58,10 +59,10 @@ MAX_ID_LENGTH = 100
 #: per-cluster metadata carried by metadata.csv (the shard metadata a build writes)
 META_COLUMNS = [
     "key", "sample", "name", "cod_id", "formula", "spacegroup", "sg_number", "z_prime", "z",
-    "n_atoms", "n_molecules", "density", "source", "cell",
+    "n_atoms", "n_molecules", "density", "source", "cell", "noise_angle", "noise_push",
 ]
 _INT_META = ("sample", "sg_number", "z", "n_atoms", "n_molecules")
-_FLOAT_META = ("z_prime", "density")
+_FLOAT_META = ("z_prime", "density", "noise_angle", "noise_push")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _MAX_DETAIL = 300
 
@@ -502,7 +503,8 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
             else:
                 source = os.path.join(os.path.abspath(raw_dir), FINAL_DIR, cid + FINAL_SUFFIX)
                 meta = {**_default_meta(cid, source), **(_meta_from_row(row) if row else {})}
-                meta.update(formula=formula(rec.z), n_atoms=int(rec.x_s.shape[1]), n_molecules=int(rec.x_s.shape[0]))
+                meta.update(formula=formula(rec.z), n_atoms=int(rec.x_s.shape[1]), n_molecules=int(rec.x_s.shape[0]),
+                            x_w_max_overlap=round(max_overlap(rec.x_w, rec.z), 4))
                 if not meta["key"]:
                     meta["key"] = cid
                 meta["id"] = cid
@@ -577,6 +579,7 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
     crystals: set[str] = set()
     n_atoms: Counter = Counter()
     split_counts: Counter = Counter()
+    overlaps: list[dict] = []
     index = 0
     tmp = os.path.join(out_dir, "clusters.csv.tmp")
     with open(tmp, "w", newline="") as f:
@@ -590,6 +593,7 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
                 w.writerow({**m, "index": index, "split": split, "shard": name, "row": r})
                 index += 1
                 crystals.add(m["key"])
+                overlaps.append({"x_w_max_overlap": m.get("x_w_max_overlap")})
                 n_atoms[m["n_atoms"]] += 1
                 split_counts[split] += 1
     os.replace(tmp, os.path.join(out_dir, "clusters.csv"))
@@ -620,6 +624,7 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
         "noise_preset": (settings or {}).get("noise_preset"),
         "seed": seed,
         "atoms_per_molecule": _describe_counts(n_atoms),
+        "x_w": input_statistics(overlaps),
     }
 
 

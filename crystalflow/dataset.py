@@ -97,7 +97,7 @@ class FreshNoiseDataset(Dataset):
 
         rec = self.base[i]
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        x_w, _ = apply_noise(np.asarray(rec.x_s, dtype=np.float64), np.asarray(rec.z), self.noise, rng)
+        x_w = apply_noise(np.asarray(rec.x_s, dtype=np.float64), np.asarray(rec.z), self.noise, rng).x_w
         return ClusterRecord(x_s=rec.x_s, x_w=x_w.astype(np.asarray(rec.x_w).dtype), z=rec.z, meta=rec.meta)
 
 

@@ -30,8 +30,8 @@ from .predictions import read_info, read_predictions, write_json_atomic
 
 #: metric keys of :func:`crystalflow.metrics.cluster_metrics`, in report order (NaN for failed clusters)
 METRIC_KEYS = (
-    "pm_atom", "pm_center", "collision", "separation", "compactness", "rigidity", "rmsd_matched",
-    "compack_n", "compack_rmsd", "compack_success", "orientation",
+    "pm_atom", "pm_center", "solved", "solved_top1", "valid", "max_overlap", "matched", "n_matched", "rmsd15",
+    "collision_pairs", "separation", "compactness", "rigidity", "rmsd_matched", "orientation",
 )
 #: cluster columns copied from the meta row into each per-cluster row
 META_COLUMNS = ("index", "split", "key", "name", "cod_id", "formula")

@@ -7,12 +7,19 @@ A *cluster* holds ``M`` copies of one molecule with ``n`` atoms in the same atom
 Metrics (all vectorised over atom pairs with numpy):
 
 * ``pm_atom`` / ``pm_center``: packing matching (CrystalFlow / AssembleFlow definition), lower is better.
-* ``collision``: % of inter-molecular atom pairs closer than the sum of covalent radii, lower is better.
+* ``solved``: the field's criterion — the sample matches the crystal (OXtalign: ≥ 8 of 15 molecules,
+  RMSD_15 < 2 Å; :mod:`crystalflow.matching`) **and** is physically valid; 1 when any of the ``K``
+  samples solves it (its mean over clusters, in %, is Sol_C@K), ``solved_top1`` for sample 0.
+* ``valid`` / ``max_overlap``: no heavy-atom vdW overlap ≥ 0.7 Å between molecules, and the largest
+  overlap (:mod:`crystalflow.contacts`).
+* ``n_matched`` / ``rmsd15`` / ``matched``: the OXtalign packing match of one sample (``rmsd15`` is
+  NaN, so left out of means, when fewer than 8 molecules overlay).
+* ``collision_pairs``: % of inter-molecular atom pairs closer than the sum of covalent radii (a
+  density of clashes; one clash already makes a structure invalid, see ``valid``).
 * ``separation``: % of molecule pairs that do not interpenetrate, higher is better.
 * ``compactness``: 100 if the cluster fits within ``max_extent`` Å, else 0.
 * ``rigidity``: RMS change of intramolecular distances, 0 for rigid molecules.
 * ``rmsd_matched``: RMSD after optimal molecule assignment and rigid superposition.
-* ``compack_*``: COMPACK-style packing similarity (see :mod:`crystalflow.compack`).
 * ``orientation``: mean angle (degrees) by which the molecules' orientations relative to the central
   molecule are off, 0 when every relative orientation is right, about 126° for random orientations.
 """
@@ -25,8 +32,10 @@ import gemmi
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .compack import _atom_mask, compack
+from .contacts import VALIDITY_OVERLAP, max_overlap
+from .elements import HYDROGEN
 from .geometry import batched_rotations, kabsch
+from .matching import MIN_MATCHED, ClusterTopology, packing_match
 
 #: default tolerance (Å) below which two molecules count as interpenetrating in :func:`separation`
 SEPARATION_THRESHOLD = 0.5
@@ -36,7 +45,8 @@ MAX_EXTENT = 100.0
 PERCENT = 100.0
 #: maximal number of (superpose, reassign) rounds in :func:`rmsd_matched`
 MATCH_ROUNDS = 10
-#: relative size of the smallest singular value below which a point set counts as planar in Kabsch
+#: heavy atoms whose second singular value is below this fraction of the first count as collinear
+COLLINEAR_TOL = 0.05
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -144,8 +154,8 @@ def _upper_pair_mask(m: int) -> np.ndarray:
     return np.triu(np.ones((m, m), dtype=bool), k=1)
 
 
-def collision(x: np.ndarray, z: np.ndarray, scale: float = 1.0) -> float:
-    """Percentage of inter-molecular atom pairs in collision.
+def collision_pairs(x: np.ndarray, z: np.ndarray, scale: float = 1.0) -> float:
+    """Percentage of inter-molecular atom pairs in collision (not a validity test: see :func:`cluster_validity`).
 
     Counts pairs (atom i of molecule a, atom j of molecule b, a < b) closer than
     ``scale * (r_cov(i) + r_cov(j))``, over all ``M (M - 1) / 2 * n**2`` inter-molecular pairs.
@@ -271,6 +281,22 @@ def rmsd_matched(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> float:
     return float(min(_rmsd_matched_single(sample, t) for sample in p))
 
 
+def _is_collinear(points: np.ndarray) -> bool:
+    """Whether points ``[N, 3]`` lie (almost) on one line, so that they fix no orientation."""
+    if len(points) < 3:
+        return True
+    s = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
+    return bool(s[1] <= COLLINEAR_TOL * s[0])
+
+
+def orientation_atoms(xa: np.ndarray, xb: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """Atoms that fix orientations: the heavy ones, or all where a central molecule's heavy atoms are collinear."""
+    heavy = z != HYDROGEN
+    if heavy.any() and not (_is_collinear(xa[0, heavy]) or _is_collinear(xb[0, heavy])):
+        return heavy
+    return np.ones_like(heavy)
+
+
 #: mean error of uniformly random orientations (degrees): E[angle] of a Haar-random rotation, π/2 + 2/π rad
 RANDOM_ORIENTATION_DEG = math.degrees(math.pi / 2 + 2 / math.pi)
 
@@ -280,8 +306,7 @@ def orientation_error(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> floa
 
     The predicted cluster is turned so that its central molecule has the true one's orientation
     (proper Kabsch), then each other molecule's remaining rotation angle to its true orientation is
-    averaged. Heavy atoms are used (all atoms where the heavy ones fix no orientation), so the score
-    matches COMPACK's 20° orientation test; 0 is perfect, :data:`RANDOM_ORIENTATION_DEG` (≈ 126.5°)
+    averaged. Heavy atoms are used (all atoms where the heavy ones fix no orientation); 0 is perfect, :data:`RANDOM_ORIENTATION_DEG` (≈ 126.5°)
     is what random orientations score. With ``K`` samples the minimum.
     """
     p, t = _check_pair(pred, true)
@@ -290,7 +315,7 @@ def orientation_error(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> floa
         return 0.0
     best = math.inf
     for sample in p:
-        mask = _atom_mask(sample, t, zz)
+        mask = orientation_atoms(sample, t, zz)
         a, b = sample[:, mask], t[:, mask]
         frame = batched_rotations(a[:1], b[:1])[0]  # central molecule: prediction -> truth
         rot = batched_rotations(a[1:] @ frame.T, b[1:])  # what is left per molecule
@@ -300,30 +325,50 @@ def orientation_error(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> floa
 
 
 # ------------------------------------------------------------------------------------ per-cluster
+#: 0/1 per-cluster keys whose mean is reported in % (under the name on the right)
+PERCENT_KEYS = {"solved": "sol_c", "solved_top1": "sol_top1", "valid": "valid", "matched": "matched"}
+
+
+def cluster_validity(x: np.ndarray, z: np.ndarray) -> tuple[bool, float]:
+    """``(valid, max_overlap)`` of one cluster ``[M, n, 3]`` (see :mod:`crystalflow.contacts`)."""
+    overlap = max_overlap(x, z)
+    return overlap < VALIDITY_OVERLAP, overlap
+
+
 def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[str, float]:
     """All metrics for one cluster.
 
     ``pred`` is ``[M, n, 3]`` or ``[K, M, n, 3]``. ``pm_atom`` and ``pm_center`` are minima over the
-    ``K`` samples (each independently); every other metric (collision, separation, compactness,
-    rigidity, rmsd_matched, compack_*, orientation) is computed for the single sample with the lowest ``pm_atom``.
-    ``compack_success`` is 100 or 0 so that its mean over clusters is a percentage.
+    ``K`` samples (each independently), ``solved`` is 1 when any sample is matched and valid and
+    ``solved_top1`` when sample 0 is (samples are not ranked); every other metric is computed for the
+    single sample with the lowest ``pm_atom``. ``valid``, ``matched`` and the solved keys are 0 or 1
+    (:data:`PERCENT_KEYS` reports their means in %).
     """
     p, t = _check_pair(pred, true)
     zz = _check_z(z, t.shape[1])
     pm_atoms = pm_atom_samples(p, t)
-    best = p[int(np.argmin(pm_atoms))]
-    result = compack(best, t, zz)
+    k_best = int(np.argmin(pm_atoms))
+    best = p[k_best]
+    topology = ClusterTopology(t[0], zz)
+    matches = [packing_match(x, t, zz, topology=topology) for x in p]
+    validity = [cluster_validity(x, zz) for x in p]
+    solved = [m.matched and v for m, (v, _) in zip(matches, validity)]
+    match, (valid, overlap) = matches[k_best], validity[k_best]
     return {
         "pm_atom": float(pm_atoms.min()),
         "pm_center": pm_center(p, t),
-        "collision": collision(best, zz),
+        "solved": float(any(solved)),
+        "solved_top1": float(solved[0]),
+        "valid": float(valid),
+        "max_overlap": overlap,
+        "matched": float(match.matched),
+        "n_matched": float(match.n_matched),
+        "rmsd15": match.rmsd if match.n_matched >= MIN_MATCHED else math.nan,
+        "collision_pairs": collision_pairs(best, zz),
         "separation": separation(best),
         "compactness": compactness(best),
         "rigidity": rigidity(best, t),
         "rmsd_matched": rmsd_matched(best, t, zz),
-        "compack_n": float(result.n_matched),
-        "compack_rmsd": float(result.rmsd),
-        "compack_success": PERCENT if result.success else 0.0,
         "orientation": orientation_error(best, t, zz),
     }
 
@@ -332,7 +377,8 @@ def aggregate(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]
     """Mean, standard deviation (population, ddof=0) and count over clusters for every metric key.
 
     Non-finite values (NaN, inf) are left out of that key's statistics; ``n`` counts the values used.
-    Keys appear in first-seen order.
+    Keys appear in first-seen order; the 0/1 keys of :data:`PERCENT_KEYS` are reported in % under
+    their names there (``solved`` → ``sol_c``).
     """
     values: dict[str, list[float]] = {}
     for row in rows:
@@ -342,7 +388,8 @@ def aggregate(rows: Iterable[Mapping[str, float]]) -> dict[str, dict[str, float]
     for key, vals in values.items():
         arr = np.asarray(vals, dtype=np.float64)
         arr = arr[np.isfinite(arr)]
-        mean = float(arr.mean()) if arr.size else math.nan
-        std = float(arr.std()) if arr.size else math.nan
-        out[key] = {"mean": mean, "std": std, "n": float(arr.size)}
+        scale = PERCENT if key in PERCENT_KEYS else 1.0
+        mean = scale * float(arr.mean()) if arr.size else math.nan
+        std = scale * float(arr.std()) if arr.size else math.nan
+        out[PERCENT_KEYS.get(key, key)] = {"mean": mean, "std": std, "n": float(arr.size)}
     return out

@@ -82,6 +82,22 @@ def periodic_bonds(crystal: Crystal, tolerance: float = BOND_TOLERANCE) -> tuple
     return i[bonded], j[bonded], shifts[s[bonded]]
 
 
+def molecule_bonds(mol: np.ndarray, z: np.ndarray, tolerance: float = BOND_TOLERANCE) -> np.ndarray:
+    """Bonds ``[B, 2]`` (i < j) of one molecule ``[n, 3]``, by the rule of :func:`periodic_bonds`.
+
+    Atoms are bonded when closer than r_cov(i) + r_cov(j) + ``tolerance`` (at most
+    :data:`HYDROGEN_BOND_TOLERANCE` for bonds to hydrogen).
+    """
+    x = np.asarray(mol, dtype=np.float64)
+    zz = np.asarray(z).astype(np.int64).reshape(-1)
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    r = COVALENT_RADIUS[zz]
+    hydrogen = (zz[:, None] == 1) | (zz[None, :] == 1)
+    tol = np.where(hydrogen, min(tolerance, HYDROGEN_BOND_TOLERANCE), tolerance)
+    i, j = np.nonzero(np.triu(d < r[:, None] + r[None] + tol, k=1))
+    return np.stack([i, j], axis=1).astype(np.int64)
+
+
 def find_molecules(crystal: Crystal, tolerance: float = BOND_TOLERANCE) -> list[Molecule]:
     """Whole molecules of the cell, each atom of the cell in exactly one, unwrapped across boundaries."""
     i, j, shift = periodic_bonds(crystal, tolerance)

@@ -21,6 +21,7 @@ from .molecules import (
     find_molecules,
     z_prime,
 )
+from .contacts import max_overlap
 from .noise import NoiseModel, apply_noise, noise_model
 from .shards import ClusterRecord
 
@@ -101,6 +102,8 @@ def process_cif(path: str, key: str, settings: BuildSettings) -> list[ClusterRec
     rng = file_rng(settings.seed, key)
     records = []
     for sample in range(settings.samples_per_crystal):
-        x_w, _ = apply_noise(cluster.x, cluster.z, settings.noise, rng)
-        records.append(ClusterRecord(x_s=cluster.x, x_w=x_w, z=cluster.z, meta={**meta, "sample": sample}))
+        draw = apply_noise(cluster.x, cluster.z, settings.noise, rng)
+        stored = draw.x_w.astype(np.float32)  # what the shard keeps, so the recorded overlap is the stored one
+        stats = {**draw.statistics(), "x_w_max_overlap": round(max_overlap(stored, cluster.z), 4)}
+        records.append(ClusterRecord(x_s=cluster.x, x_w=draw.x_w, z=cluster.z, meta={**meta, **stats, "sample": sample}))
     return records

@@ -12,10 +12,11 @@
 3. The model integrates each x_w to a crystal-like cluster (:func:`crystalflow.samplers.sample_records`).
 4. :func:`physical_score` ranks the candidates (lower is better)::
 
-       score = W_COLLISION · collision + W_RIGIDITY · rigidity + W_DENSITY · density_gap + (EXPLODED if not compact)
+       score = W_OVERLAP · max_overlap + W_RIGIDITY · rigidity + W_DENSITY · density_gap + (EXPLODED if not compact)
 
-   - ``collision``: % of inter-molecular atom pairs closer than the sum of covalent radii
-     (:func:`crystalflow.metrics.collision`); a crystal has 0;
+   - ``max_overlap``: the largest van der Waals overlap (Å) of two heavy atoms of different molecules
+     (:func:`crystalflow.contacts.max_overlap`); a candidate is ``valid`` below 0.7 Å, as real
+     crystals are (their heavy-atom contacts overlap by less than ~0.6 Å);
    - ``rigidity``: RMS change (Å) of intramolecular distances against the input conformer
      (:func:`crystalflow.metrics.rigidity`); the model should move molecules rigidly;
    - ``density_gap``: how far (g/cm³) the estimated density lies outside the typical organic range
@@ -23,8 +24,9 @@
    - ``compact``: the cluster fits within 100 Å (:func:`crystalflow.metrics.compactness`); an
      exploded cluster gets :data:`EXPLODED_PENALTY`.
 
-   With the weights below 1 point of score is 0.1 % colliding pairs, 0.1 Å RMS distortion or
-   0.1 g/cm³ outside the typical range.
+   With the weights below 1 point of score is 0.1 Å of overlap, 0.1 Å RMS distortion or 0.1 g/cm³
+   outside the typical range. ``summary.csv`` also lists ``collision_pairs`` (% of inter-molecular
+   atom pairs closer than the sum of covalent radii) and the shortest contact.
 
 Density estimate (:func:`density_estimate`): 17 × molar mass / V with V = :data:`HULL_PACKING_CALIBRATION`
 × the volume of the convex hull of the molecules' van der Waals spheres (Bondi radii). A 17-molecule
@@ -55,7 +57,9 @@ from scipy.spatial import ConvexHull
 from .cluster import N_NEIGHBOURS, nearest_images
 from .elements import ATOMIC_MASS, symbol
 from .errors import UserError
-from .metrics import collision, compactness, rigidity
+from .contacts import VALIDITY_OVERLAP, max_overlap
+from .elements import VDW_RADIUS
+from .metrics import collision_pairs, compactness, rigidity
 from .molecule_input import Molecule3D, read_molecule
 from .molecules import centre_of_mass
 from .noise import DEFAULT_PRESET, NoiseModel, apply_noise, noise_model
@@ -76,8 +80,8 @@ DEFAULT_STEPS = 20
 DEFAULT_DENSITY = 1.3
 #: typical density range (g/cm³) of organic molecular crystals
 DENSITY_RANGE = (1.2, 1.5)
-#: score weights: per % colliding pairs, per Å RMS distortion, per g/cm³ outside DENSITY_RANGE
-W_COLLISION, W_RIGIDITY, W_DENSITY = 10.0, 10.0, 10.0
+#: score weights: per Å of the largest vdW overlap, per Å RMS distortion, per g/cm³ outside DENSITY_RANGE
+W_OVERLAP, W_RIGIDITY, W_DENSITY = 10.0, 10.0, 10.0
 #: score added when the cluster is not compact (larger than metrics.MAX_EXTENT)
 EXPLODED_PENALTY = 100.0
 #: (M × mass / vdW-sphere hull volume) / crystal density, mean over the embedded COD crystals' true clusters:
@@ -85,8 +89,6 @@ EXPLODED_PENALTY = 100.0
 HULL_PACKING_CALIBRATION = 0.68
 #: points per atom on its van der Waals sphere for the hull
 SPHERE_POINTS = 32
-#: Bondi van der Waals radius (Å) of an element without one in gemmi
-DEFAULT_VDW_RADIUS = 2.0
 #: fcc: molecules per conventional cubic cell and their fractional positions
 FCC_BASIS = np.array([[0.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.5, 0.0, 0.5], [0.0, 0.5, 0.5]])
 #: placeholder copies must keep inter-molecular atom pairs at least this fraction of their vdW-radius sum apart
@@ -112,7 +114,10 @@ DEFAULT_MODEL = ("data", "models", "default")
 NOISE_FILE = "noise.json"
 #: keys of the placeholder lattice's description recorded in notes.txt
 _PLACEHOLDER_KEYS = ("lattice", "target_density", "lattice_scale", "placeholder_density")
-SUMMARY_COLUMNS = ("rank", "score", "density", "min_contact", "collision", "rigidity", "compact", "sample")
+SUMMARY_COLUMNS = ("rank", "score", "valid", "max_overlap", "density", "min_contact", "collision_pairs", "rigidity",
+                   "compact", "sample")
+#: header of the candidate table printed by the CLI and written to notes.txt (rows: Candidate.table_line)
+TABLE_HEADER = "rank  score     valid  max_overlap  density  min_contact  collision_pairs  rigidity  compact"
 
 
 @dataclass
@@ -125,17 +130,30 @@ class Candidate:
     score: float  #: the physical score of :func:`physical_score` (lower is better)
     density: float  #: estimated density (g/cm³), see :func:`density_estimate`
     min_contact: float  #: shortest inter-molecular atom-atom distance (Å)
-    collision: float  #: % inter-molecular atom pairs closer than the sum of covalent radii
+    collision_pairs: float  #: % inter-molecular atom pairs closer than the sum of covalent radii
+    max_overlap: float  #: largest vdW overlap (Å) of heavy atoms of different molecules
     compact: bool  #: the cluster fits within metrics.MAX_EXTENT Å
     rigidity: float  #: RMS change (Å) of intramolecular distances vs the input conformer
     sample: int = 0  #: index of the starting cluster it came from
     start: np.ndarray | None = field(default=None, repr=False)  #: [17, n, 3] the starting cluster x_w
 
+    @property
+    def valid(self) -> bool:
+        """No heavy-atom vdW overlap of :data:`crystalflow.contacts.VALIDITY_OVERLAP` Å or more."""
+        return self.max_overlap < VALIDITY_OVERLAP
+
     def row(self) -> dict:
         """The summary.csv row."""
-        return {"rank": self.rank, "score": round(self.score, 4), "density": round(self.density, 4),
-                "min_contact": round(self.min_contact, 4), "collision": round(self.collision, 4),
+        return {"rank": self.rank, "score": round(self.score, 4), "valid": int(self.valid),
+                "max_overlap": round(self.max_overlap, 4), "density": round(self.density, 4),
+                "min_contact": round(self.min_contact, 4), "collision_pairs": round(self.collision_pairs, 4),
                 "rigidity": round(self.rigidity, 4), "compact": int(self.compact), "sample": self.sample}
+
+    def table_line(self) -> str:
+        """This candidate as a line of the table under :data:`TABLE_HEADER`."""
+        return (f"{self.rank:4d}  {self.score:8.3f}  {'yes' if self.valid else 'no':>5s}  {self.max_overlap:11.2f}  "
+                f"{self.density:7.3f}  {self.min_contact:11.2f}  {self.collision_pairs:15.3f}  {self.rigidity:8.3f}  "
+                f"{'yes' if self.compact else 'no'}")
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -243,10 +261,8 @@ def _describe_config(model: torch.nn.Module) -> str:
 
 # ------------------------------------------------------------------------------------------ geometry
 def vdw_radii(z: np.ndarray) -> np.ndarray:
-    """Bondi van der Waals radii (Å) of the atomic numbers ``z`` (gemmi's table)."""
-    import gemmi
-
-    return np.array([gemmi.Element(int(v)).vdw_r or DEFAULT_VDW_RADIUS for v in np.asarray(z).reshape(-1)])
+    """Bondi van der Waals radii (Å) of the atomic numbers ``z`` (:data:`crystalflow.elements.VDW_RADIUS`)."""
+    return VDW_RADIUS[np.asarray(z, dtype=np.int64).reshape(-1)]
 
 
 def _sphere_points(k: int) -> np.ndarray:
@@ -286,15 +302,15 @@ def physical_score(x: np.ndarray, z: np.ndarray, reference: np.ndarray) -> dict[
     """
     x = np.asarray(x, dtype=np.float64)
     ref = np.broadcast_to(np.asarray(reference, dtype=np.float64), x.shape)
-    coll = collision(x, z)
+    overlap = max_overlap(x, z)
     rig = rigidity(x, ref)
     compact = compactness(x) > 0
     rho = density_estimate(x, z)
     low, high = DENSITY_RANGE
     gap = max(0.0, low - rho, rho - high)
-    score = W_COLLISION * coll + W_RIGIDITY * rig + W_DENSITY * gap + (0.0 if compact else EXPLODED_PENALTY)
-    return {"score": float(score), "density": rho, "min_contact": min_contact(x), "collision": float(coll),
-            "rigidity": float(rig), "compact": bool(compact)}
+    score = W_OVERLAP * overlap + W_RIGIDITY * rig + W_DENSITY * gap + (0.0 if compact else EXPLODED_PENALTY)
+    return {"score": float(score), "density": rho, "min_contact": min_contact(x), "max_overlap": overlap,
+            "collision_pairs": collision_pairs(x, z), "rigidity": float(rig), "compact": bool(compact)}
 
 
 def _centred(mol: Molecule3D) -> np.ndarray:
@@ -369,7 +385,7 @@ def starting_clusters(mol: Molecule3D, k: int, noise: NoiseModel | None = None, 
     rng = np.random.default_rng([seed, _STREAM_NOISE])
     records = []
     for sample in range(k):
-        x_w, _ = apply_noise(x_s, mol.z, noise, rng)
+        x_w = apply_noise(x_s, mol.z, noise, rng).x_w
         meta = {"name": mol.name, "sample": sample, "x_s": "placeholder (packed arrangement, never scored)", **info}
         records.append(ClusterRecord(x_s=x_s.astype(np.float32), x_w=x_w.astype(np.float32), z=mol.z.copy(),
                                      meta=meta))
@@ -432,13 +448,15 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
     scored.sort(key=lambda item: (item[0], item[1]))
     candidates = [
         Candidate(rank=rank, x=x, z=mol.z.copy(), score=t["score"], density=t["density"],
-                  min_contact=t["min_contact"], collision=t["collision"], compact=t["compact"],
+                  min_contact=t["min_contact"], collision_pairs=t["collision_pairs"], max_overlap=t["max_overlap"],
+                  compact=t["compact"],
                   rigidity=t["rigidity"], sample=sample, start=np.asarray(x_w, dtype=np.float64))
         for rank, (_, sample, x, t, x_w) in enumerate(scored, start=1)
     ]
     best = candidates[0]
     _say(progress, f"done in {time.time() - t_start:.1f} s (model {model_seconds:.1f} s); best: score "
-                   f"{best.score:.3g}, density {best.density:.2f} g/cm³, collision {best.collision:.2f} %")
+                   f"{best.score:.3g}, density {best.density:.2f} g/cm³, max overlap {best.max_overlap:.2f} Å "
+                   f"({sum(c.valid for c in candidates)} of {len(candidates)} valid)")
     if out_dir is not None:
         info = {"model": model_label, "noise": noise.to_dict(), "noise_source": noise_source, "seed": seed,
                 "steps": steps, "samples": samples, "seconds": time.time() - t_start,
@@ -475,7 +493,8 @@ def write_outputs(out_dir: str, mol: Molecule3D, candidates: list[Candidate], in
     for c in candidates:
         stem = os.path.join(out_dir, _file_stem(c.rank, len(candidates)))
         comment = (f"crystalflow candidate {c.rank} of {mol.name}: score {c.score:.4g} density {c.density:.3f} "
-                   f"collision {c.collision:.3f} min_contact {c.min_contact:.2f} rigidity {c.rigidity:.3f}")
+                   f"valid {int(c.valid)} max_overlap {c.max_overlap:.2f} min_contact {c.min_contact:.2f} "
+                   f"rigidity {c.rigidity:.3f}")
         _atomic_write(stem + ".xyz", cluster_to_xyz(c.x, c.z, comment))
         _atomic_write(stem + ".pdb", cluster_to_pdb(c.x, c.z, chain="A", resname="MOL", bonds=bonds,
                                                     title=f"candidate {c.rank} of {mol.name}"))
@@ -509,18 +528,18 @@ def _notes_text(mol: Molecule3D, candidates: list[Candidate], info: dict) -> str
         f"{info.get('seconds', 0.0):.1f} s (model {info.get('model_seconds', 0.0):.1f} s)",
         "",
         "score (lower is better) = "
-        f"{W_COLLISION:g} * collision[%] + {W_RIGIDITY:g} * rigidity[Å] + {W_DENSITY:g} * "
+        f"{W_OVERLAP:g} * max_overlap[Å] + {W_RIGIDITY:g} * rigidity[Å] + {W_DENSITY:g} * "
         f"(g/cm³ outside {low}-{high}) + {EXPLODED_PENALTY:g} if not compact",
-        "  collision: % of inter-molecular atom pairs closer than the sum of covalent radii",
+        "  max_overlap: largest van der Waals overlap (Bondi radii) of two heavy atoms of different molecules;",
+        f"    valid: below {VALIDITY_OVERLAP} Å (real crystals stay below ~0.6 Å)",
+        "  collision_pairs: % of inter-molecular atom pairs closer than the sum of covalent radii",
         "  rigidity: RMS change of intramolecular distances vs the input conformer",
         f"  density: 17 x molar mass / ({HULL_PACKING_CALIBRATION} x vdW-sphere convex hull volume), about ±11 %",
         "  compact: the cluster fits within 100 Å",
         "",
-        "rank  score     density  min_contact  collision  rigidity  compact",
+        TABLE_HEADER,
     ]
-    for c in candidates:
-        lines.append(f"{c.rank:4d}  {c.score:8.3f}  {c.density:7.3f}  {c.min_contact:11.2f}  {c.collision:9.3f}  "
-                     f"{c.rigidity:8.3f}  {'yes' if c.compact else 'no'}")
+    lines += [c.table_line() for c in candidates]
     lines += ["", "These are model proposals, not validated crystal structures."]
     return "\n".join(lines) + "\n"
 
@@ -560,7 +579,8 @@ def overview_png(candidates: list[Candidate], mol: Molecule3D, path_png: str) ->
         ax.set_box_aspect((1, 1, 1), zoom=PANEL_ZOOM)
         ax.view_init(elev=VIEW_ELEV, azim=VIEW_AZIM)
         ax.set_axis_off()
-        ax.set_title(f"#{c.rank}  score {c.score:.3g}\n{c.density:.2f} g/cm³, collision {c.collision:.2f} %",
+        ax.set_title(f"#{c.rank}  score {c.score:.3g}\n{c.density:.2f} g/cm³, "
+                     f"{'valid' if c.valid else 'invalid'} (overlap {c.max_overlap:.2f} Å)",
                      fontsize=9, y=TITLE_Y)
     fig.suptitle(f"crystalflow candidates for {mol.name[:60]} ({mol.formula})", fontsize=11)
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=1.0 - OVERVIEW_TITLE_INCHES / fig.get_figheight(),
@@ -582,8 +602,8 @@ _PAGE = page_template(
  tr.selected { background: #ffe4b5; }
 """,
     body="""<div class="row">
-<div><table><thead><tr><th>rank</th><th>score</th><th>density g/cm³</th><th>min contact Å</th>
-<th>collision %</th><th>rigidity Å</th></tr></thead><tbody id="cf-table"></tbody></table></div>
+<div><table><thead><tr><th>rank</th><th>score</th><th>valid</th><th>max overlap Å</th><th>density g/cm³</th>
+<th>min contact Å</th><th>rigidity Å</th></tr></thead><tbody id="cf-table"></tbody></table></div>
 <div id="cf-viewer"></div>
 </div>
 """,
@@ -591,8 +611,8 @@ _PAGE = page_template(
   var rows = data.candidates.map(function (c, k) {
     var tr = document.createElement("tr");
     tr.className = "cand";
-    tr.innerHTML = "<td>" + c.rank + "</td><td>" + c.score + "</td><td>" + c.density + "</td><td>" +
-      c.min_contact + "</td><td>" + c.collision + "</td><td>" + c.rigidity + "</td>";
+    tr.innerHTML = "<td>" + c.rank + "</td><td>" + c.score + "</td><td>" + c.valid + "</td><td>" +
+      c.max_overlap + "</td><td>" + c.density + "</td><td>" + c.min_contact + "</td><td>" + c.rigidity + "</td>";
     tr.addEventListener("click", function () { show(k); });
     table.appendChild(tr);
     return tr;
@@ -640,7 +660,7 @@ def candidates_html(candidates: list[Candidate], mol: Molecule3D, path_html: str
     entries = [
         {"rank": c.rank, "score": f"{c.score:.3g}", "density": f"{c.density:.2f}",
          "min_contact": f"{c.min_contact:.2f}",
-         "collision": f"{c.collision:.2f}", "rigidity": f"{c.rigidity:.3f}",
+         "valid": "yes" if c.valid else "no", "max_overlap": f"{c.max_overlap:.2f}", "rigidity": f"{c.rigidity:.3f}",
          "pdb": viz.cluster_to_pdb(c.x, c.z, chain="A", bonds=mol.bonds, title=f"candidate {c.rank}")}
         for c in candidates
     ]

@@ -23,9 +23,8 @@ import numpy as np
 
 from .elements import COVALENT_RADIUS, symbol
 from .geometry import kabsch
+from .molecules import molecule_bonds
 
-#: a bond joins atoms closer than the sum of their covalent radii plus this (Å)
-BOND_TOLERANCE = 0.45
 #: CPK-like colours by element symbol (Jmol palette, hydrogens light grey so they show on white)
 CPK_COLORS: dict[str, str] = {
     "H": "#e8e8e8", "B": "#ffb5b5", "C": "#606060", "N": "#3050f8", "O": "#ff0d0d", "F": "#90e050",
@@ -86,16 +85,6 @@ def _check_z(z: np.ndarray, n_atoms: int) -> np.ndarray:
     if zz.shape[0] != n_atoms:
         raise ValueError(f"z has {zz.shape[0]} entries but molecules have {n_atoms} atoms")
     return zz
-
-
-def molecule_bonds(mol: np.ndarray, z: np.ndarray, tolerance: float = BOND_TOLERANCE) -> np.ndarray:
-    """Bonds ``[B, 2]`` (i < j) of one molecule ``[n, 3]``: distance < r_cov(i) + r_cov(j) + tolerance."""
-    x = np.asarray(mol, dtype=np.float64)
-    zz = np.asarray(z).astype(np.int64).reshape(-1)
-    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    r = COVALENT_RADIUS[zz]
-    i, j = np.nonzero(np.triu(d < r[:, None] + r[None] + tolerance, k=1))
-    return np.stack([i, j], axis=1).astype(np.int64)
 
 
 # ----------------------------------------------------------------------------------- text formats

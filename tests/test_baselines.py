@@ -154,5 +154,5 @@ def test_packmol_baseline_packs_rigid_separate_copies(dataset, tmp_path):
     result = evaluate(pred_dir, os.path.join(tmp_path, "metrics.json"), progress=False)
     for row in result["per_cluster"]:
         assert row["rigidity"] < RIGID_TOL
-        assert row["collision"] < 1.0  # % of intermolecular atom pairs
+        assert row["collision_pairs"] < 1.0  # % of intermolecular atom pairs
         assert row["separation"] == 100.0

@@ -131,3 +131,22 @@ def test_killed_build_resumes(embedded_dir, tmp_path):
     assert [k for k, _, _ in a] == [k for k, _, _ in b] and len(a) == 4 * 63
     assert all(np.array_equal(x, y) and np.array_equal(u, v) for (_, x, u), (_, y, v) in zip(a, b))
     assert rows(out / "clusters.csv") == rows(fresh / "clusters.csv")
+
+
+@pytest.mark.parametrize("preset", ["none", "thermal", "melt", "liquid", "solution"])
+def test_every_x_w_of_a_built_dataset_is_valid(small_cif_dir, tmp_path, preset):
+    """Each noise preset gives physically possible inputs: no heavy-atom vdW overlap ≥ 0.7 Å in any x_w
+    (checked on the stored float32 arrays), and the summary and clusters.csv record it with the noise."""
+    from crystalflow.contacts import is_valid
+    from crystalflow.noise import noise_model
+
+    out = tmp_path / preset
+    settings = BuildSettings(noise=noise_model(preset), noise_preset=preset, samples_per_crystal=2)
+    summary = build_dataset(str(small_cif_dir), str(out), settings, progress=False).summary
+    ds = ClusterDataset(str(out), "all")
+    assert len(ds) == 12
+    assert all(is_valid(ds[i].x_w, ds[i].z) for i in range(len(ds)))
+    assert summary["x_w"]["valid"] == 100.0 and summary["x_w"]["max_overlap_max"] < 0.7
+    assert set(summary["x_w"]) >= {"noise_angle_mean", "noise_push_mean"}
+    table = rows(out / "clusters.csv")
+    assert all(float(r["x_w_max_overlap"]) < 0.7 and r["noise_angle"] != "" for r in table)

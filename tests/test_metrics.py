@@ -12,7 +12,7 @@ from crystalflow import metrics
 from crystalflow.metrics import (
     aggregate,
     cluster_metrics,
-    collision,
+    collision_pairs,
     compactness,
     kabsch,
     pm_atom,
@@ -112,18 +112,18 @@ def test_collision_hand_computed() -> None:
     limit = 2 * gemmi.Element(CARBON).covalent_r
     x = line_cluster(0.0, 0.5, limit + 1.0)
     z = np.array([CARBON])
-    assert collision(x, z) == pytest.approx(100.0 / 3)  # only the pair (0, 1) collides
-    assert collision(x, z, scale=3.0) == pytest.approx(100.0)
-    assert collision(line_cluster(0.0), z) == 0.0
+    assert collision_pairs(x, z) == pytest.approx(100.0 / 3)  # only the pair (0, 1) collides
+    assert collision_pairs(x, z, scale=3.0) == pytest.approx(100.0)
+    assert collision_pairs(line_cluster(0.0), z) == 0.0
 
 
 def test_collision_ignores_intramolecular_pairs() -> None:
     x = np.zeros((2, 2, 3))
     x[0, :, 0] = [0.0, 0.1]  # intramolecular pair far too close: not counted
     x[1, :, 0] = [10.0, 10.1]
-    assert collision(x, np.array([CARBON, CARBON])) == 0.0
+    assert collision_pairs(x, np.array([CARBON, CARBON])) == 0.0
     x[1, 0, 0] = 0.5  # atom 0 of molecule 1 now hits both atoms of molecule 0: 2 of 4 pairs
-    assert collision(x, np.array([CARBON, CARBON])) == pytest.approx(50.0)
+    assert collision_pairs(x, np.array([CARBON, CARBON])) == pytest.approx(50.0)
 
 
 def test_separation_hand_computed() -> None:
@@ -205,16 +205,36 @@ def test_cluster_metrics_uses_best_pm_sample() -> None:
     exploded = x * 20.0  # far worse pm_atom, not compact
     row = cluster_metrics(np.stack([exploded, rigid_motion(x, seed=4)]), x, Z)
     expected = {
-        "pm_atom", "pm_center", "collision", "separation", "compactness", "rigidity",
-        "rmsd_matched", "compack_n", "compack_rmsd", "compack_success", "orientation",
+        "pm_atom", "pm_center", "solved", "solved_top1", "valid", "max_overlap", "matched", "n_matched", "rmsd15",
+        "collision_pairs", "separation", "compactness", "rigidity", "rmsd_matched", "orientation",
     }
     assert set(row) == expected
     assert all(isinstance(v, float) for v in row.values())
     assert row["pm_atom"] == pytest.approx(0.0, abs=1e-9)
-    assert row["compactness"] == 100.0 and row["collision"] == 0.0 and row["separation"] == 100.0
+    assert row["compactness"] == 100.0 and row["collision_pairs"] == 0.0 and row["separation"] == 100.0
     assert row["rigidity"] == pytest.approx(0.0, abs=1e-9)
-    assert row["compack_n"] == 15.0 and row["compack_success"] == 100.0
+    assert row["n_matched"] == 15.0 and row["matched"] == 1.0 and row["rmsd15"] == pytest.approx(0.0, abs=1e-6)
+    assert row["valid"] == 1.0 and row["solved"] == 1.0
+    assert row["solved_top1"] == 0.0  # sample 0, the exploded one, matches nothing
     assert row["orientation"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_solved_needs_validity() -> None:
+    """A perfect match whose one molecule is shifted into its neighbour still matches (14 of 15 molecules
+    overlay) but is not valid, so it does not solve the cluster."""
+    x = lattice_cluster()
+    centres = x.mean(axis=1)
+    a = 3  # a shell molecule; move it onto its nearest other molecule's position, 1 Å short
+    others = [b for b in range(len(x)) if b != a]
+    b = others[int(np.argmin(np.linalg.norm(centres[others] - centres[a], axis=1)))]
+    step = centres[b] - centres[a]
+    clashing = x.copy()
+    clashing[a] += step * (1.0 - 1.0 / np.linalg.norm(step))
+    row = cluster_metrics(clashing, x, Z)
+    assert row["matched"] == 1.0 and row["n_matched"] >= 8
+    assert row["valid"] == 0.0 and row["max_overlap"] >= 0.7
+    assert row["solved"] == 0.0 and row["solved_top1"] == 0.0
+    assert cluster_metrics(x, x, Z)["solved"] == 1.0
 
 
 def test_cluster_metrics_single_prediction() -> None:
@@ -224,10 +244,12 @@ def test_cluster_metrics_single_prediction() -> None:
 
 
 def test_aggregate() -> None:
-    rows = [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": float("nan")}]
+    rows = [{"a": 1.0, "b": 2.0, "solved": 1.0, "valid": 1.0}, {"a": 3.0, "b": float("nan"), "solved": 0.0, "valid": 1.0}]
     agg = aggregate(rows)
     assert agg["a"] == {"mean": 2.0, "std": 1.0, "n": 2.0}
     assert agg["b"] == {"mean": 2.0, "std": 0.0, "n": 1.0}
+    assert agg["sol_c"] == {"mean": 50.0, "std": 50.0, "n": 2.0} and "solved" not in agg  # 0/1 -> %
+    assert agg["valid"]["mean"] == 100.0
 
 
 def test_covalent_radii_match_gemmi() -> None:

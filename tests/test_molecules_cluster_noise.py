@@ -12,7 +12,7 @@ from crystalflow.errors import RejectError
 from crystalflow.geometry import kabsch
 from crystalflow.molecules import centre_of_mass, common_order, find_molecules, match_atoms, z_prime
 from crystalflow.noise import NOISE_PRESETS, apply_noise, noise_model, random_rotations
-from crystalflow.pipeline import BuildSettings, process_cif
+from crystalflow.pipeline import BuildSettings, process_cif, select
 from conftest import write
 from test_cif_reading import GOOD_HEADER, SITES
 
@@ -160,9 +160,9 @@ def test_noise_model_spread_and_displacement():
     x_s[1, 0, 0], x_s[2, 0, 0] = 3.0, -3.0
     z = np.array([6])
     model = NOISE_PRESETS["none"].__class__(rotation_deg=0.0, displacement=0.0, spread=2.0)
-    x_w, maps = apply_noise(x_s, z, model, np.random.default_rng(0))
+    x_w, maps, push = apply_noise(x_s, z, model, np.random.default_rng(0))
     assert np.allclose(x_w[:, 0, 0], [0.0, 6.0, -6.0])
-    assert np.allclose(maps, np.eye(3))
+    assert np.allclose(maps, np.eye(3)) and not push.any()  # nothing overlapped: nothing pushed
 
 
 def test_melt_preset_keeps_orientations_to_about_30_degrees():
@@ -173,3 +173,45 @@ def test_melt_preset_keeps_orientations_to_about_30_degrees():
     angles = np.degrees(np.arccos(np.clip((np.trace(rots, axis1=1, axis2=2) - 1) / 2, -1, 1)))
     assert np.mean(angles) == pytest.approx(30.0 * np.sqrt(2 / np.pi), rel=0.02)
     assert np.allclose(np.linalg.det(rots), 1)
+
+
+def test_separate_pushes_overlapping_molecules_apart_by_translation_only():
+    """Two C–H molecules whose carbons sit 1.0 Å apart (overlap 2.4 Å) end with at most the noise's overlap;
+    each moves rigidly (no turn), along the line between them, and by the same amount."""
+    from crystalflow.contacts import max_overlap
+    from crystalflow.noise import NOISE_MAX_OVERLAP, separate
+
+    z = np.array([6, 1])
+    a = np.array([[0.0, 0.0, 0.0], [-1.09, 0.0, 0.0]])
+    x = np.stack([a, a[::1] * [-1, 1, 1] + [1.0, 0.0, 0.0]])
+    out, shift = separate(x, z)
+    assert max_overlap(out, z) <= NOISE_MAX_OVERLAP
+    assert np.allclose(out - shift[:, None, :], x)  # translations only
+    assert np.allclose(shift[:, 1:], 0.0) and shift[0, 0] == pytest.approx(-shift[1, 0])
+    assert 1.7 + 1.7 - (out[1, 0, 0] - out[0, 0, 0]) == pytest.approx(NOISE_MAX_OVERLAP - 0.05, abs=0.05)
+    unchanged, none = separate(out, z)
+    assert np.array_equal(unchanged, out) and not none.any()
+
+
+@pytest.mark.parametrize("preset", sorted(NOISE_PRESETS))
+def test_every_preset_draws_valid_inputs_with_their_orientations(embedded_dir, preset):
+    """Without the push most draws interpenetrate; with it none does, the turn angles are exactly the drawn
+    ones and the push is recorded."""
+    from dataclasses import replace
+
+    from crystalflow.contacts import is_valid
+
+    crystal = read_cif(str(embedded_dir / "2205750.cif"))
+    mols, _, _ = select(crystal, BuildSettings())
+    cluster = build_cluster(crystal, mols)
+    model = noise_model(preset)
+    for seed in range(3):
+        raw = apply_noise(cluster.x, cluster.z, replace(model, max_overlap=None), np.random.default_rng(seed))
+        draw = apply_noise(cluster.x, cluster.z, model, np.random.default_rng(seed))
+        assert is_valid(draw.x_w, cluster.z)
+        assert np.array_equal(draw.maps, raw.maps)
+        assert np.allclose(draw.x_w - draw.push[:, None, :], raw.x_w)
+        stats = draw.statistics()
+        assert set(stats) == {"noise_angle", "noise_push", "noise_push_max"}
+        if preset == "none":
+            assert stats == {"noise_angle": 0.0, "noise_push": 0.0, "noise_push_max": 0.0}

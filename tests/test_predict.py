@@ -111,13 +111,14 @@ def test_physical_score_prefers_crystals(embedded_dir):
     rec = _true_cluster(embedded_dir)
     mol = rec.x_s[0]
     crystal = P.physical_score(rec.x_s, rec.z, mol)
-    assert crystal["collision"] == 0.0 and crystal["rigidity"] < 1e-5 and crystal["compact"]
+    assert crystal["collision_pairs"] == 0.0 and crystal["rigidity"] < 1e-5 and crystal["compact"]
+    assert crystal["max_overlap"] < 0.7  # a real crystal is valid
     assert crystal["min_contact"] > 2.0
     com = rec.x_s.mean(axis=1, keepdims=True)
     diluted = P.physical_score(rec.x_s - com + 2.0 * com, rec.z, mol)  # centres twice as far apart
     squashed = P.physical_score(rec.x_s - com + 0.5 * com, rec.z, mol)  # overlapping molecules
     exploded = P.physical_score(rec.x_s - com + 30.0 * com, rec.z, mol)
-    assert squashed["collision"] > 0 and not exploded["compact"]
+    assert squashed["collision_pairs"] > 0 and squashed["max_overlap"] >= 0.7 and not exploded["compact"]
     assert crystal["score"] < diluted["score"] < exploded["score"]
     assert crystal["score"] < squashed["score"]
 

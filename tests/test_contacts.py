@@ -1,0 +1,72 @@
+"""Validity of clusters (crystalflow.contacts) on hand-built two-molecule cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crystalflow.contacts import VALIDITY_OVERLAP, is_valid, max_overlap
+from crystalflow.elements import BONDI_RADII, VDW_RADIUS
+
+C, H, O = 6, 1, 8
+R_C, R_O = BONDI_RADII["C"], BONDI_RADII["O"]
+
+
+def two_ch(distance: float) -> np.ndarray:
+    """Two C–H molecules whose carbons are ``distance`` Å apart along x (hydrogens pointing away)."""
+    a = np.array([[0.0, 0.0, 0.0], [-1.09, 0.0, 0.0]])
+    b = np.array([[distance, 0.0, 0.0], [distance + 1.09, 0.0, 0.0]])
+    return np.stack([a, b])
+
+
+def test_bondi_table() -> None:
+    assert (R_C, R_O, BONDI_RADII["N"], BONDI_RADII["H"]) == (1.70, 1.52, 1.55, 1.20)
+    assert VDW_RADIUS[C] == 1.70 and VDW_RADIUS[O] == 1.52
+
+
+def test_touching_is_valid() -> None:
+    x = two_ch(2 * R_C)
+    assert max_overlap(x, np.array([C, H])) == pytest.approx(0.0, abs=1e-12)
+    assert is_valid(x, np.array([C, H]))
+
+
+def test_overlap_of_0_8_is_invalid() -> None:
+    x = two_ch(2 * R_C - 0.8)
+    assert max_overlap(x, np.array([C, H])) == pytest.approx(0.8)
+    assert not is_valid(x, np.array([C, H]))
+
+
+def test_threshold_is_inclusive() -> None:
+    z = np.array([C, H])
+    assert is_valid(two_ch(2 * R_C - (VALIDITY_OVERLAP - 0.01)), z)
+    assert not is_valid(two_ch(2 * R_C - (VALIDITY_OVERLAP + 1e-9)), z)
+
+
+def test_far_apart_has_zero_overlap() -> None:
+    assert max_overlap(two_ch(10.0), np.array([C, H])) == 0.0
+
+
+def test_hydrogen_bond_counts_as_valid() -> None:
+    """O–H···O with H···O = 1.8 Å: the hydrogen sits 0.92 Å inside the O vdW sum, but hydrogens are
+    excluded; O···O = 2.77 Å overlaps by 0.27 Å only."""
+    donor = np.array([[0.0, 0.0, 0.0], [0.97, 0.0, 0.0], [-0.24, 0.94, 0.0]])  # O, H (towards B), H
+    acceptor = np.array([[2.77, 0.0, 0.0], [3.01, 0.94, 0.0], [3.01, -0.94, 0.0]])
+    x, z = np.stack([donor, acceptor]), np.array([O, H, H])
+    assert max_overlap(x, z) == pytest.approx(2 * R_O - 2.77)
+    assert is_valid(x, z)
+
+
+def test_intramolecular_pairs_and_order_ignored() -> None:
+    """Only pairs of different molecules count; the result does not depend on which molecule comes first."""
+    x = two_ch(2 * R_C - 0.3)
+    z = np.array([C, H])
+    assert max_overlap(x[::-1], z) == pytest.approx(max_overlap(x, z))
+    assert max_overlap(x[:1], z) == 0.0  # one molecule: nothing to overlap with
+
+
+def test_non_finite_and_bad_shapes_are_refused() -> None:
+    x = two_ch(3.0)
+    x[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="non-finite"):
+        max_overlap(x, np.array([C, H]))
+    with pytest.raises(ValueError, match="shape"):
+        max_overlap(two_ch(3.0), np.array([C]))
