@@ -44,8 +44,20 @@ def _cmd_build(args: argparse.Namespace) -> None:
     print(
         f"{s['accepted_crystals']} crystals accepted of {s['inputs']} CIFs -> {s['clusters']} clusters "
         f"(train {s['splits']['train']}, valid {s['splits']['valid']}, test {s['splits']['test']}) in {args.output}\n"
-        f"rejected {s['rejected']}: {reasons} (see rejects.csv)"
+        f"rejected {s['rejected']}: {reasons} (see rejects.csv)\n{_inputs_line(s)}"
     )
+
+
+def _inputs_line(summary: dict) -> str:
+    """One line on how physical the inputs x_w of a dataset are (summary.json's ``x_w``)."""
+    x = summary.get("x_w") or {}
+    if "valid" not in x:
+        return "inputs x_w: none"
+    line = (f"inputs x_w: {x['valid']:.1f} % valid (no heavy-atom vdW overlap >= 0.7 A between molecules; "
+            f"worst overlap median {x['max_overlap_median']:.2f} A, max {x['max_overlap_max']:.2f} A)")
+    if "noise_push_mean" in x:
+        line += f"; mean turn {x['noise_angle_mean']:.1f} deg, mean RMS push {x['noise_push_mean']:.2f} A"
+    return line
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
@@ -61,7 +73,8 @@ def _cmd_import(args: argparse.Namespace) -> None:
     from .cluster17_csv import import_cluster17
 
     summary = import_cluster17(args.raw_dir, args.output, seed=args.seed, progress=not args.quiet)
-    print(f"imported {summary['clusters']} clusters into {args.output}; rejected {summary['rejected']}")
+    print(f"imported {summary['clusters']} clusters into {args.output}; rejected {summary['rejected']}\n"
+          f"{_inputs_line(summary)}")
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:

@@ -93,6 +93,7 @@ def test_round_trip_is_exact(dataset: Path, exported: Path, tmp_path: Path) -> N
     summary = import_cluster17(str(exported), str(tmp_path / "back"), progress=False)
     assert summary["clusters"] == len(SMALL) * SAMPLES and summary["rejected"] == 0
     assert summary["split_by"] == "split.csv" and summary["settings"]["samples_per_crystal"] == SAMPLES
+    assert summary["x_w"]["valid"] == 100.0  # built inputs are physically possible
     assert json.loads((tmp_path / "back" / "summary.json").read_text())["clusters"] == summary["clusters"]
     assert json.loads((tmp_path / "back" / "build.json").read_text())["format"] == "cod-cluster17-csv"
     a, b = ClusterDataset(str(dataset), "all"), ClusterDataset(str(tmp_path / "back"), "all")
@@ -160,6 +161,22 @@ def test_import_published_layout_assigns_seeded_split(exported: Path, tmp_path: 
     assert rows[0]["cod_id"] == "" and rows[0]["n_molecules"] == str(N_MOLECULES) and rows[0]["formula"] == "C6 H6"
     again = import_cluster17(str(raw), str(tmp_path / "ds2"), seed=3, progress=False)
     assert read_rows(tmp_path / "ds2" / "clusters.csv") == rows and again["splits"] == summary["splits"]
+
+
+def test_import_keeps_interpenetrating_inputs_and_reports_them(exported: Path, tmp_path: Path) -> None:
+    """Released inputs are kept as they are; the import reports how many are physically valid."""
+    raw = copy_raw(exported, tmp_path / "raw", side_files=False)
+    first = sorted((raw / "InitialPositions").iterdir())[0]
+    _, z, x = parse_cluster_csv(str(first))
+    x[1] += x[0].mean(axis=0) - x[1].mean(axis=0) + 0.3  # molecule 1 moved into molecule 0
+    first.write_text(format_cluster(x, z))
+    summary = import_cluster17(str(raw), str(tmp_path / "ds"), progress=False)
+    n = len(SMALL) * SAMPLES
+    assert summary["clusters"] == n and summary["rejected"] == 0
+    assert summary["x_w"]["valid"] == pytest.approx(100.0 * (n - 1) / n)
+    assert summary["x_w"]["max_overlap_max"] > 0.7
+    rows = read_rows(tmp_path / "ds" / "clusters.csv")
+    assert sum(float(r["x_w_max_overlap"]) >= 0.7 for r in rows) == 1
 
 
 def _edit(path: Path, fn) -> None:

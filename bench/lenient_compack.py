@@ -1,4 +1,10 @@
-"""Open COMPACK-style packing similarity of two molecular clusters.
+"""The lenient COMPACK-style packing similarity crystalflow scored with before OXtalign (kept for bench/match_agreement.py).
+
+Not part of the package: ``crystalflow evaluate`` scores matches with OXtalign (crystalflow.matching).
+This file stays beside the agreement benchmark so that its measured disagreement can be reproduced:
+its centroid-geometry tolerances (20 % distance, 20° angles) accept clusters whose molecules sit 1–2 Å
+off, and it compares relative rotations in the fixed atom order, so a molecule turned onto itself by
+its own symmetry counts as 180° wrong.
 
 After Chisholm & Motherwell, J. Appl. Cryst. 38, 228 (2005), re-implemented for non-periodic
 clusters (``[M, n, 3]`` arrays, central molecule first, identical atom order in every molecule):
@@ -41,10 +47,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .geometry import kabsch
+from crystalflow.geometry import kabsch
+from crystalflow.metrics import orientation_atoms as _atom_mask
 
-#: atomic number of hydrogen, whose atoms are ignored
-HYDROGEN = 1
 #: default number of neighbours of the central molecule compared
 SHELL = 15
 #: default relative tolerance on centroid distances
@@ -57,8 +62,6 @@ HANDEDNESS_MARGIN = 0.1
 SUCCESS_MIN_MATCHED = 8
 #: largest RMSD (Å) of a successful comparison
 SUCCESS_MAX_RMSD = 2.0
-#: heavy atoms whose second singular value is below this fraction of the first count as collinear
-COLLINEAR_TOL = 0.05
 #: cap on the nodes visited by the matching search
 MAX_SEARCH_NODES = 20_000
 #: norms below this count as zero when normalising centroid vectors
@@ -85,22 +88,6 @@ class _Shell:
     angles: np.ndarray  # [S, S] angle (deg) at the central centroid between centroid vectors
     rotations: np.ndarray  # [S, 3, 3] relative rotation central -> shell molecule
     improper: np.ndarray  # [S] whether that relative rotation is a mirror operation
-
-
-def _is_collinear(points: np.ndarray) -> bool:
-    """Whether points ``[N, 3]`` lie (almost) on one line, so that they fix no orientation."""
-    if len(points) < 3:
-        return True
-    s = np.linalg.svd(points - points.mean(axis=0), compute_uv=False)
-    return bool(s[1] <= COLLINEAR_TOL * s[0])
-
-
-def _atom_mask(xa: np.ndarray, xb: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Atoms compared: heavy atoms, or all atoms if the heavy atoms of a central molecule are collinear."""
-    heavy = z != HYDROGEN
-    if heavy.any() and not (_is_collinear(xa[0, heavy]) or _is_collinear(xb[0, heavy])):
-        return heavy
-    return np.ones_like(heavy)
 
 
 def _relative_rotation(ref: np.ndarray, mol: np.ndarray) -> tuple[np.ndarray, bool]:
