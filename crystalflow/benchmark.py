@@ -304,7 +304,9 @@ def _table_variants(table: dict) -> list[str]:
 
 
 def _cell(mean: float, std: float, n: int) -> str:
-    """``mean ± std`` over seeds; a single seed has no spread to show."""
+    """``mean ± std`` over seeds; a single seed has no spread to show, and no value at all is a dash."""
+    if n == 0:
+        return "–"
     return f"{mean:.2f}" if n == 1 else f"{mean:.2f} ± {std:.2f}"
 
 
