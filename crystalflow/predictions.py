@@ -43,6 +43,7 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .checks import prepare_output_dir
 from .errors import UserError
 
 #: version of the PRED_DIR layout described in the module docstring
@@ -206,7 +207,7 @@ class PredictionWriter:
     def __enter__(self) -> "PredictionWriter":
         if os.path.exists(self.tmp_dir):
             shutil.rmtree(self.tmp_dir)
-        os.makedirs(os.path.join(self.tmp_dir, SHARD_DIR))
+        prepare_output_dir(self.tmp_dir, (SHARD_DIR,), shown=self.pred_dir)
         self._open = True
         return self
 

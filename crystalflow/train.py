@@ -52,6 +52,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from . import __version__, distributed
+from .checks import prepare_output_dir
 from .dataset import Batch, ClusterDataset, FreshNoiseDataset, collate, dataset_noise
 from .distributed import DistInfo
 from .errors import UserError
@@ -540,6 +541,8 @@ class Trainer:
         ckpt = self._read_checkpoint()
         cfg = self.config
         self.train_ds, self.val_ds = self._datasets()
+        if self.info.is_main:
+            prepare_output_dir(self.out_dir)
         self.sampler = DistributedSampler(
             self.train_ds, num_replicas=self.info.world_size, rank=self.info.rank, shuffle=True, seed=cfg.seed,
         )
@@ -566,7 +569,6 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         if self.info.is_main:
-            os.makedirs(self.out_dir, exist_ok=True)
             _atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2) + "\n")
             _atomic_write_text(self.log_path, _csv_text(self.history))
 
@@ -930,7 +932,7 @@ def export_model(run_dir: str, out_dir: str, which: str = "best") -> str:
         raise UserError(f"which must be best or ema, not {which!r}")
     path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
     ckpt = _load(path)
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_output_dir(out_dir)
     slim = {"config": ckpt["config"], "ema": ckpt["ema"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
             "best_val_loss": ckpt.get("best_val_loss")}
     _atomic_save(slim, os.path.join(out_dir, CHECKPOINT))
