@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 from typing import Any
 
@@ -51,8 +52,10 @@ def _allowed_types(annotation: Any) -> tuple[type, ...] | None:
 def _fits(value: Any, kind: type) -> bool:
     if kind is bool or isinstance(value, bool):  # JSON true/false is not a number, nor a number true/false
         return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, numbers.Integral)
     if kind is float:
-        return isinstance(value, (int, float))
+        return isinstance(value, numbers.Real)
     return isinstance(value, kind)
 
 

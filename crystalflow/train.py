@@ -52,7 +52,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .checks import prepare_output_dir
+from .checks import check_field_types, prepare_output_dir
 from .dataset import Batch, ClusterDataset, FreshNoiseDataset, collate, dataset_noise
 from .distributed import DistInfo
 from .errors import UserError
@@ -153,14 +153,22 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
         from .models import ModelConfig
 
+        if not isinstance(d, dict):
+            raise UserError(f"training settings must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(d) - names)
         if unknown:
             raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
+        try:
+            check_field_types(cls, d)
+        except TypeError as exc:
+            raise UserError(f"bad training setting: {exc}") from None
         kwargs = dict(d)
         if "model" in kwargs and not isinstance(kwargs["model"], ModelConfig):
+            if not isinstance(kwargs["model"], dict):
+                raise UserError(f"bad model setting: must be a JSON object, got {kwargs['model']!r:.40}")
             try:
-                kwargs["model"] = ModelConfig.from_dict(dict(kwargs["model"] or {}))
+                kwargs["model"] = ModelConfig.from_dict(kwargs["model"])
             except (TypeError, ValueError) as exc:
                 raise UserError(f"bad model setting: {exc}") from None
         return cls(**kwargs)
