@@ -208,7 +208,9 @@ def run_noise(run_dir: str) -> tuple[NoiseModel, str] | None:
                 return _noise_from_dict(cfg), path
         ckpt_path = os.path.join(run_dir, "checkpoint.pt")
         if os.path.exists(ckpt_path):
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            from .train import load_checkpoint
+
+            ckpt = load_checkpoint(ckpt_path, mmap=True)
             data_dir = (ckpt.get("dataset") or {}).get("dir")
             for name in ("summary.json", "build.json"):
                 path = os.path.join(data_dir or "", name)
