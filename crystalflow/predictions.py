@@ -45,6 +45,7 @@ import numpy as np
 from . import __version__
 from .checks import prepare_output_dir
 from .errors import UserError
+from .shards import shard_errors
 
 #: version of the PRED_DIR layout described in the module docstring
 FORMAT_VERSION = 1
@@ -300,7 +301,7 @@ def read_info(pred_dir: str) -> dict:
 
 def _read_shard(path: str) -> Iterator[PredictionItem]:
     """Clusters of one prediction shard, in order."""
-    with h5py.File(path, "r") as f:
+    with shard_errors(path), h5py.File(path, "r") as f:
         ptr = {name: f[name][()] for name in _PTR_NAMES}
         n_mol, n_samples, n_frames = f["n_mol"][()], f["n_samples"][()], f["n_frames"][()]
         metas = f["meta"].asstr()[()] if len(f["meta"]) else []
