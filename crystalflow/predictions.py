@@ -291,8 +291,13 @@ def read_info(pred_dir: str) -> dict:
     path = os.path.join(pred_dir, INFO_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{pred_dir!r} is not a prediction directory (no {INFO_FILE})")
-    with open(path) as f:
-        info = json.load(f)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} (truncated or corrupt?): {exc}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not a prediction directory's {INFO_FILE} (not a JSON object)")
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{pred_dir!r} has prediction format {info['format_version']}; this crystalflow "
                         f"reads up to {FORMAT_VERSION}, please upgrade")
