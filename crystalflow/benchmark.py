@@ -22,6 +22,7 @@ import numpy as np
 
 from . import __version__, embedded_cif_dir
 from .build import build_dataset
+from .checks import prepare_output_dir
 from .errors import UserError
 from .metrics import RANDOM_ORIENTATION_DEG
 from .noise import noise_model
@@ -207,7 +208,7 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
     trainings sharing one GPU); each worker gets ``cpu_count // jobs`` torch threads.
     """
     start = time.time()
-    os.makedirs(out_dir, exist_ok=True)
+    prepare_output_dir(out_dir)
     inputs = _link_inputs(plan.sources, os.path.join(out_dir, "inputs"))
     for variant in plan.variants:
         preset, inversion = VARIANTS[variant]

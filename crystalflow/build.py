@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .checks import prepare_output_dir
 from .contacts import VALIDITY_OVERLAP
 from .errors import REASONS, RejectError, UserError
 from .pipeline import BuildSettings, process_cif
@@ -63,19 +64,6 @@ def list_cifs(root: str) -> list[str]:
         dirnames.sort()
         found.extend(os.path.join(dirpath, f) for f in filenames if f.endswith(CIF_SUFFIXES))
     return sorted(found)
-
-
-def prepare_output_dir(path: str, subdirs: tuple[str, ...] = ()) -> None:
-    """Create ``path`` (and ``subdirs``) and check it is writable, or :class:`UserError`."""
-    try:
-        for d in (path, *[os.path.join(path, s) for s in subdirs]):
-            os.makedirs(d, exist_ok=True)
-        probe = os.path.join(path, ".write-test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write to output directory {path!r}: {exc.strerror or exc}") from None
 
 
 def _chunk_size(n_files: int, workers: int) -> int:

@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.func(args)
     except UserError as exc:
-        print(f"crystalflow {args.command}: error: {exc}", file=sys.stderr)
+        message = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip()) or type(exc).__name__
+        print(f"crystalflow {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"crystalflow {args.command}: interrupted", file=sys.stderr)

@@ -31,7 +31,8 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
-from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, input_statistics, prepare_output_dir
+from .build import CLUSTER_COLUMNS, SPLITS, assign_splits, input_statistics
+from .checks import prepare_output_dir
 from .contacts import max_overlap
 from .elements import atomic_number, formula, symbol
 from .errors import REASONS, UserError

@@ -46,6 +46,11 @@ class ClusterDataset(Dataset):
         self.split = split
         self.rows = [r for r in read_index(root) if split == "all" or r["split"] == split]
         self._readers: dict[str, ShardReader] = {}
+        for name in sorted({r["shard"] for r in self.rows}):  # a damaged shard fails now, not hours into training
+            ShardReader(self._shard_path(name)).check()
+
+    def _shard_path(self, name: str) -> str:
+        return os.path.join(self.root, "shards", name)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -54,7 +59,7 @@ class ClusterDataset(Dataset):
         row = self.rows[i]
         reader = self._readers.get(row["shard"])
         if reader is None:
-            reader = self._readers[row["shard"]] = ShardReader(os.path.join(self.root, "shards", row["shard"]))
+            reader = self._readers[row["shard"]] = ShardReader(self._shard_path(row["shard"]))
         rec = reader.read(row["row"])
         rec.meta = row
         return rec

@@ -11,6 +11,7 @@ import os
 import time
 
 from . import embedded_cif_dir
+from .checks import prepare_output_dir
 
 #: training budget of the demo model (epochs over the embedded train split)
 DEMO_EPOCHS = 4
@@ -36,7 +37,7 @@ def run_demo(out: str, seed: int = 0, workers: int = 2, epochs: int = DEMO_EPOCH
     from .viz import trajectory_strip, viewer_html
 
     start = time.time()
-    os.makedirs(out, exist_ok=True)
+    prepare_output_dir(out)
     data = os.path.join(out, "dataset")
     log(f"[1/6] building the embedded COD dataset -> {data}")
     s = build_dataset(embedded_cif_dir(), data, BuildSettings(seed=seed), workers=workers, progress=progress).summary

@@ -24,6 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import __version__
+from .checks import prepare_output_dir
 from .errors import UserError
 from .metrics import aggregate, cluster_metrics
 from .predictions import read_info, read_predictions, write_json_atomic
@@ -76,9 +77,10 @@ def evaluate(pred_dir: str, out_json: str | None = None, progress: bool = True) 
     """
     info = read_info(pred_dir)
     out_json = out_json or os.path.join(pred_dir, METRICS_JSON)
+    if os.path.isdir(out_json):
+        raise UserError(f"output {out_json!r} is a directory; give the path of the metrics JSON file to write")
     out_dir = os.path.dirname(os.path.abspath(out_json))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"output folder {out_dir!r} does not exist")
+    prepare_output_dir(out_dir)
     start = time.time()
     rows: list[dict] = []
     by_split: dict[str, list[dict[str, float]]] = {}

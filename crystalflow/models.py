@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from . import paths
 from .backbone import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
+from .checks import check_field_types
 from .dataset import Batch
 from .rigid import fit_rotations, rigid_velocity, segment_mean, superpose_conformer
 
@@ -100,11 +101,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError."""
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
+        check_field_types(cls, d)
         return cls(**d)
 
     def backbone_config(self) -> BackboneConfig:

@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull
 
+from .checks import prepare_output_dir
 from .cluster import N_NEIGHBOURS, nearest_images
 from .elements import ATOMIC_MASS, symbol
 from .errors import UserError
@@ -207,7 +208,9 @@ def run_noise(run_dir: str) -> tuple[NoiseModel, str] | None:
                 return _noise_from_dict(cfg), path
         ckpt_path = os.path.join(run_dir, "checkpoint.pt")
         if os.path.exists(ckpt_path):
-            ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)
+            from .train import load_checkpoint
+
+            ckpt = load_checkpoint(ckpt_path, mmap=True)
             data_dir = (ckpt.get("dataset") or {}).get("dir")
             for name in ("summary.json", "build.json"):
                 path = os.path.join(data_dir or "", name)
@@ -422,6 +425,8 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
     for note in mol.notes:
         _say(progress, f"  note: {note}")
     net, model_label, model_noise, noise_source = resolve_model(model)
+    if out_dir is not None:
+        prepare_output_dir(out_dir)
     if noise is None:
         noise = model_noise
     else:
@@ -484,10 +489,7 @@ def write_outputs(out_dir: str, mol: Molecule3D, candidates: list[Candidate], in
     """Write every output file of :func:`predict` into ``out_dir``; return {kind: path}."""
     from .viz import cluster_to_pdb, cluster_to_xyz
 
-    try:
-        os.makedirs(out_dir, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create output directory {out_dir!r}: {exc.strerror or exc}") from None
+    prepare_output_dir(out_dir)
     paths: dict[str, str] = {}
     bonds = mol.bonds
     for c in candidates:

@@ -43,7 +43,9 @@ import h5py
 import numpy as np
 
 from . import __version__
+from .checks import prepare_output_dir
 from .errors import UserError
+from .shards import shard_errors
 
 #: version of the PRED_DIR layout described in the module docstring
 FORMAT_VERSION = 1
@@ -206,7 +208,7 @@ class PredictionWriter:
     def __enter__(self) -> "PredictionWriter":
         if os.path.exists(self.tmp_dir):
             shutil.rmtree(self.tmp_dir)
-        os.makedirs(os.path.join(self.tmp_dir, SHARD_DIR))
+        prepare_output_dir(self.tmp_dir, (SHARD_DIR,), shown=self.pred_dir)
         self._open = True
         return self
 
@@ -289,8 +291,13 @@ def read_info(pred_dir: str) -> dict:
     path = os.path.join(pred_dir, INFO_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{pred_dir!r} is not a prediction directory (no {INFO_FILE})")
-    with open(path) as f:
-        info = json.load(f)
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot read {path} (truncated or corrupt?): {exc}") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} is not a prediction directory's {INFO_FILE} (not a JSON object)")
     if info.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{pred_dir!r} has prediction format {info['format_version']}; this crystalflow "
                         f"reads up to {FORMAT_VERSION}, please upgrade")
@@ -299,7 +306,7 @@ def read_info(pred_dir: str) -> dict:
 
 def _read_shard(path: str) -> Iterator[PredictionItem]:
     """Clusters of one prediction shard, in order."""
-    with h5py.File(path, "r") as f:
+    with shard_errors(path), h5py.File(path, "r") as f:
         ptr = {name: f[name][()] for name in _PTR_NAMES}
         n_mol, n_samples, n_frames = f["n_mol"][()], f["n_samples"][()], f["n_frames"][()]
         metas = f["meta"].asstr()[()] if len(f["meta"]) else []

@@ -8,19 +8,42 @@ One shard holds the clusters (and the rejects) of one chunk of input files:
 - ``n_mol``: int16 [C], molecules per cluster (17 for COD-Cluster17)
 - ``meta``: JSON text per cluster; ``rejects``: JSON text per rejected file
 
-A shard is written to ``NAME.tmp`` and renamed when complete, so a shard file that exists is whole.
+A shard is written to ``NAME.tmp`` and renamed when complete, so a shard file that exists is whole;
+one damaged afterwards (a cut copy, a full disk) is reported by :func:`shard_errors` as one line.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import h5py
 import numpy as np
 
+from .errors import UserError
+
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
+#: characters of h5py's message kept in the one-line error
+_MAX_DETAIL = 160
+
+
+@contextlib.contextmanager
+def shard_errors(path: str) -> Iterator[None]:
+    """Read the HDF5 file ``path`` inside: h5py's errors on a missing, truncated or corrupt file become a
+    one-line :class:`UserError` naming it (dataset shards and prediction shards alike)."""
+    try:
+        yield
+    # h5py raises OSError for unreadable files and blocks, KeyError for missing parts; damaged contents give
+    # ValueError (text that is not JSON, arrays of the wrong size) or IndexError (offsets out of range)
+    except (OSError, LookupError, ValueError) as exc:
+        if not os.path.exists(path):
+            raise UserError(f"shard {path} is missing") from None
+        detail = str(exc.args[0] if isinstance(exc, KeyError) and exc.args else exc).strip()
+        detail = (detail.splitlines() or [type(exc).__name__])[0][:_MAX_DETAIL]
+        raise UserError(f"cannot read shard {path} (truncated or corrupt?): {detail}") from None
 
 
 @dataclass
@@ -54,7 +77,7 @@ def write_shard(path: str, records: list[ClusterRecord], rejects: list[dict]) ->
 
 def read_shard_tables(path: str) -> tuple[list[dict], list[dict]]:
     """The per-cluster metadata and the rejects of a shard (no coordinates are read)."""
-    with h5py.File(path, "r") as f:
+    with shard_errors(path), h5py.File(path, "r") as f:
         meta = [json.loads(s) for s in f["meta"].asstr()[()]] if len(f["meta"]) else []
         rejects = [json.loads(s) for s in f["rejects"].asstr()[()]] if len(f["rejects"]) else []
     return meta, rejects
@@ -77,14 +100,21 @@ class ShardReader:
             self._ptr = (f["atom_ptr"][()], f["z_ptr"][()], f["n_mol"][()])
         return self._file
 
+    def check(self) -> None:
+        """Open the shard and read its offset tables, then close it; :class:`UserError` when it is unreadable."""
+        with shard_errors(self.path):
+            self._open()
+        self.close()
+
     def read(self, i: int) -> ClusterRecord:
         """Cluster ``i`` of this shard (without metadata)."""
-        f = self._open()
-        atom_ptr, z_ptr, n_mol = self._ptr
-        a, b = atom_ptr[i], atom_ptr[i + 1]
-        z = f["z"][z_ptr[i] : z_ptr[i + 1]].astype(np.int64)
-        shape = (int(n_mol[i]), len(z), 3)
-        return ClusterRecord(x_s=f["x_s"][a:b].reshape(shape), x_w=f["x_w"][a:b].reshape(shape), z=z)
+        with shard_errors(self.path):
+            f = self._open()
+            atom_ptr, z_ptr, n_mol = self._ptr
+            a, b = atom_ptr[i], atom_ptr[i + 1]
+            z = f["z"][z_ptr[i] : z_ptr[i + 1]].astype(np.int64)
+            shape = (int(n_mol[i]), len(z), 3)
+            return ClusterRecord(x_s=f["x_s"][a:b].reshape(shape), x_w=f["x_w"][a:b].reshape(shape), z=z)
 
     def close(self) -> None:
         """Close the file handle if open."""

@@ -32,7 +32,7 @@ from scipy.spatial.distance import cdist, pdist  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from . import __version__  # noqa: E402
-from .build import prepare_output_dir  # noqa: E402
+from .checks import prepare_output_dir  # noqa: E402
 from .cluster17_csv import check_dataset, iter_clusters  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .molecules import centre_of_mass  # noqa: E402

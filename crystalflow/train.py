@@ -37,6 +37,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import random
 import shutil
 import sys
@@ -52,6 +53,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from . import __version__, distributed
+from .checks import check_field_types, prepare_output_dir
 from .dataset import Batch, ClusterDataset, FreshNoiseDataset, collate, dataset_noise
 from .distributed import DistInfo
 from .errors import UserError
@@ -66,6 +68,12 @@ CONFIG = "config.json"
 LOG = "log.csv"
 LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "lr", "seconds"]
 CHECKPOINT_FORMAT = 1
+#: keys every crystalflow checkpoint holds (exported models too)
+_CHECKPOINT_KEYS = ("config", "ema")
+#: what torch.load raises on a truncated, corrupt or foreign file (junk bytes, cut files, flipped bytes)
+_UNREADABLE_CHECKPOINT = (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, LookupError)
+#: characters of torch's message kept in the one-line error
+_MAX_DETAIL = 120
 #: TrainConfig fields a resumed run may change; all others come from the checkpoint
 RESUMABLE_FIELDS = (
     "epochs", "max_steps", "log_every", "val_every", "checkpoint_every", "num_workers", "device", "threads",
@@ -152,14 +160,22 @@ class TrainConfig:
         """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
         from .models import ModelConfig
 
+        if not isinstance(d, dict):
+            raise UserError(f"training settings must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls) if f.init}
         unknown = sorted(set(d) - names)
         if unknown:
             raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
+        try:
+            check_field_types(cls, d)
+        except TypeError as exc:
+            raise UserError(f"bad training setting: {exc}") from None
         kwargs = dict(d)
         if "model" in kwargs and not isinstance(kwargs["model"], ModelConfig):
+            if not isinstance(kwargs["model"], dict):
+                raise UserError(f"bad model setting: must be a JSON object, got {kwargs['model']!r:.40}")
             try:
-                kwargs["model"] = ModelConfig.from_dict(dict(kwargs["model"] or {}))
+                kwargs["model"] = ModelConfig.from_dict(kwargs["model"])
             except (TypeError, ValueError) as exc:
                 raise UserError(f"bad model setting: {exc}") from None
         return cls(**kwargs)
@@ -393,13 +409,23 @@ def _as_tuples(x: Any) -> Any:
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def _load(path: str, device: torch.device | str = "cpu") -> dict:
+def load_checkpoint(path: str, device: torch.device | str = "cpu", mmap: bool = False) -> dict:
+    """The checkpoint dict at ``path`` (``torch.load``, weights only), or :class:`UserError` naming the file.
+
+    A missing, truncated or corrupt file, or one that is not a crystalflow checkpoint (a dict with the
+    training config and the EMA weights), is a one-line error instead of torch's own text.
+    """
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise UserError(f"no checkpoint at {path}") from None
-    except Exception as exc:  # unreadable file: say which one
-        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {exc}") from None
+    except _UNREADABLE_CHECKPOINT as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:_MAX_DETAIL]
+        raise UserError(f"cannot read checkpoint {path} (truncated or corrupt?): {type(exc).__name__}"
+                        + (f": {detail}" if detail else "")) from None
+    if not isinstance(ckpt, dict) or not all(key in ckpt for key in _CHECKPOINT_KEYS):
+        raise UserError(f"{path} is not a crystalflow checkpoint (it lacks {' and '.join(_CHECKPOINT_KEYS)})")
+    return ckpt
 
 
 @contextlib.contextmanager
@@ -506,7 +532,7 @@ class Trainer:
             if self.resume:
                 self._warn(f"nothing to resume in {self.out_dir} (no {CHECKPOINT}): starting a new run")
             return None
-        ckpt = _load(self.ckpt_path)
+        ckpt = load_checkpoint(self.ckpt_path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise UserError(
                 f"{self.ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}"
@@ -540,6 +566,8 @@ class Trainer:
         ckpt = self._read_checkpoint()
         cfg = self.config
         self.train_ds, self.val_ds = self._datasets()
+        if self.info.is_main:
+            prepare_output_dir(self.out_dir)
         self.sampler = DistributedSampler(
             self.train_ds, num_replicas=self.info.world_size, rank=self.info.rank, shuffle=True, seed=cfg.seed,
         )
@@ -566,7 +594,6 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         if self.info.is_main:
-            os.makedirs(self.out_dir, exist_ok=True)
             _atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2) + "\n")
             _atomic_write_text(self.log_path, _csv_text(self.history))
 
@@ -913,10 +940,17 @@ def load_model(
         path = run_dir
     else:
         raise UserError(f"no training run at {run_dir!r}")
-    ckpt = _load(path)
+    ckpt = load_checkpoint(path)
     config = TrainConfig.from_dict(ckpt["config"])
+    key = "model" if which == "last" else "ema"
+    if key not in ckpt:
+        raise UserError(f"{path} holds no raw weights (an exported model keeps only the EMA ones): use ema")
     model = (model_fn or _build_model)(config)
-    model.load_state_dict(ckpt["model" if which == "last" else "ema"])
+    try:
+        model.load_state_dict(ckpt[key])
+    except RuntimeError:  # torch lists every missing and unexpected tensor
+        raise UserError(f"the weights in {path} do not fit the model its config describes "
+                        "(a checkpoint of another crystalflow version?)") from None
     return model.to(device).eval(), config
 
 
@@ -929,8 +963,8 @@ def export_model(run_dir: str, out_dir: str, which: str = "best") -> str:
     if which not in ("best", "ema"):
         raise UserError(f"which must be best or ema, not {which!r}")
     path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
-    ckpt = _load(path)
-    os.makedirs(out_dir, exist_ok=True)
+    ckpt = load_checkpoint(path)
+    prepare_output_dir(out_dir)
     slim = {"config": ckpt["config"], "ema": ckpt["ema"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
             "best_val_loss": ckpt.get("best_val_loss")}
     _atomic_save(slim, os.path.join(out_dir, CHECKPOINT))
