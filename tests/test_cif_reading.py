@@ -83,3 +83,27 @@ def test_bad_input_has_a_reason(tmp_path, content, expected):
 
 def test_missing_file_is_unreadable(tmp_path):
     assert reason(tmp_path / "nope.cif") == "unreadable"
+
+
+def _cell(a="10.0", beta="90", gamma="90"):
+    return (GOOD_HEADER.replace("_cell_length_a 10.0", f"_cell_length_a {a}")
+            .replace("_cell_angle_beta 90", f"_cell_angle_beta {beta}")
+            .replace("_cell_angle_gamma 90", f"_cell_angle_gamma {gamma}"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [_cell(beta="nan"), _cell(beta="?"), _cell(a="inf"), _cell(a="1e999"), _cell(a="1e300"), _cell(a="-10"),
+     _cell(beta="0"), _cell(beta="359"), _cell(beta="30", gamma="150"), _cell(gamma="179")],
+    ids=["nan-angle", "unknown-angle", "inf-edge", "overflowing-edge", "huge-edge", "negative-edge", "zero-angle",
+         "angle-over-180", "impossible-angles", "flat-cell"],
+)
+def test_unusable_cell_is_no_cell(tmp_path, header):
+    """Cells whose lattice matrix would be non-finite, singular or flat never reach the neighbour search."""
+    assert reason(write(tmp_path / "cell.cif", header + SITES.format(rows=METHANE))) == "no_cell"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e999", "?"])
+def test_non_finite_coordinate_is_no_atoms(tmp_path, value):
+    rows = METHANE.replace("H2 H 0.4637", f"H2 H {value}")
+    assert reason(write(tmp_path / "x.cif", GOOD_HEADER + SITES.format(rows=rows))) == "no_atoms"
