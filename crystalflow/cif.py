@@ -117,6 +117,33 @@ def cell_lattice(cell: gemmi.UnitCell, block: gemmi.cif.Block) -> np.ndarray:
     return lattice
 
 
+def operator_group_order(symops: list[str]) -> int:
+    """Number of distinct operators in ``symops`` (x,y,z triplets), or ``no_symmetry`` unless they form a group.
+
+    Needed where gemmi recognises no space group and expands the cell with these operators alone:
+    one it cannot parse makes it silently apply none, and a singular, non-integer or non-closed set
+    would fill the cell with atoms that are no crystal's.
+    """
+    ops = []
+    for text in symops:
+        try:
+            op = gemmi.Op(text)
+        except (RuntimeError, ValueError) as exc:
+            raise RejectError("no_symmetry", f"operator {text.strip()!r} not understood ({exc})"[:200]) from None
+        den = gemmi.Op.DEN
+        if any(v % den for row in op.rot for v in row) or abs(op.det_rot()) != den**3:
+            raise RejectError("no_symmetry", f"operator {text.strip()!r} is not a crystallographic symmetry operation")
+        ops.append(op.wrap())
+    distinct = {op.triplet(): op for op in ops}
+    for a in distinct.values():
+        for b in distinct.values():
+            if (a * b).wrap().triplet() not in distinct:
+                raise RejectError(
+                    "no_symmetry", f"operators do not form a group: {a.triplet()} times {b.triplet()} is not among them"
+                )
+    return len(distinct)
+
+
 def crystal_from_small(small: gemmi.SmallStructure, path: str, block: gemmi.cif.Block) -> Crystal:
     """Convert a gemmi SmallStructure (asymmetric unit + symmetry) to a :class:`Crystal`."""
     if not small.sites:
@@ -140,7 +167,7 @@ def crystal_from_small(small: gemmi.SmallStructure, path: str, block: gemmi.cif.
         raise RejectError("no_symmetry", f"space group {small.spacegroup_hm!r} not recognised and no operators given")
     # operators that gemmi cannot name (e.g. a 3D section of a superspace group) are still applied
     hm, number = (sg.hm, sg.number) if sg else (small.spacegroup_hm or "", 0)
-    n_symops = len(sg.operations()) if sg else len(small.symops)
+    n_symops = len(sg.operations()) if sg else operator_group_order(small.symops)
     sites = small.get_all_unit_cell_sites()  # gemmi applies the operators and merges special positions
     frac = np.array([[s.fract.x, s.fract.y, s.fract.z] for s in sites], dtype=np.float64) % 1.0
     z = np.array([s.element.atomic_number for s in sites], dtype=np.int64)

@@ -6,7 +6,7 @@ REASONS: dict[str, str] = {
     "unreadable": "not a parseable CIF (empty, binary, truncated or malformed)",
     "no_cell": "no usable unit cell (cell parameters missing, not finite, out of range, or a singular or flat cell)",
     "no_atoms": "no atom sites with fractional coordinates",
-    "no_symmetry": "space group not given (neither symmetry operators nor a recognised name)",
+    "no_symmetry": "space group not given (no operators, no recognised name), or operators alone that are no crystallographic group",
     "unknown_element": "an atom site whose element cannot be determined",
     "disordered": "partially occupied atom sites (occupancy < 1), or a negative disorder group (disorder about a symmetry element)",
     "overlapping_atoms": "two atoms closer than a chemically possible distance after symmetry expansion",

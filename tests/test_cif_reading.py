@@ -107,3 +107,21 @@ def test_unusable_cell_is_no_cell(tmp_path, header):
 def test_non_finite_coordinate_is_no_atoms(tmp_path, value):
     rows = METHANE.replace("H2 H 0.4637", f"H2 H {value}")
     assert reason(write(tmp_path / "x.cif", GOOD_HEADER + SITES.format(rows=rows))) == "no_atoms"
+
+
+@pytest.mark.parametrize(
+    "ops, expected",
+    [(["x,y,z", "-x,-y,-z"], 2), (["x,y,z", "-x,-y,-z", "-x,-y,-z"], 2), (["x,y,z", "-x,-y"], "no_symmetry"),
+     (["x,y,z", "x+1/0,y,z"], "no_symmetry"), (["x,y,z", "x,x,z"], "no_symmetry"), (["x,y,z", "2x,y,z"], "no_symmetry"),
+     (["x,y,z", "-x,y,z+1/3"], "no_symmetry")],
+    ids=["group", "duplicate", "two-components", "zero-denominator", "singular", "not-unimodular", "not-closed"],
+)
+def test_operators_without_a_space_group_name(tmp_path, ops, expected):
+    """Operators are all gemmi has without a name: they must parse and form a group, counted once each."""
+    header = GOOD_HEADER.replace("_symmetry_space_group_name_H-M 'P 1'\n", "")
+    header += "loop_\n_symmetry_equiv_pos_as_xyz\n" + "".join(f"'{op}'\n" for op in ops)
+    path = write(tmp_path / "ops.cif", header + SITES.format(rows=METHANE))
+    if isinstance(expected, int):
+        assert read_cif(path).n_symops == expected
+    else:
+        assert reason(path) == expected
