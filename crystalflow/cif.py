@@ -72,12 +72,18 @@ def read_cif(path: str | os.PathLike) -> Crystal:
     """Read a CIF file into a :class:`Crystal`, or raise :class:`RejectError` saying why not."""
     path = os.fspath(path)
     try:
-        if os.path.getsize(path) == 0:
+        with open(path, "rb") as f:
+            data = f.read()
+        if not data:
             raise RejectError("unreadable", "empty file")
+        # CIF 1.1 is ASCII and CIF 2.0 UTF-8; other bytes would fail in whichever gemmi string is read first
+        data.decode("utf-8")
         doc = gemmi.cif.read(path)
     except RejectError:
         raise
-    except (RuntimeError, ValueError, UnicodeDecodeError, OSError) as exc:
+    except UnicodeDecodeError as exc:
+        raise RejectError("unreadable", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except (RuntimeError, ValueError, OSError) as exc:
         raise RejectError("unreadable", str(exc).strip().splitlines()[0][:200]) from None
     block = _block_with_atoms(doc)
     try:

@@ -81,6 +81,16 @@ def test_bad_input_has_a_reason(tmp_path, content, expected):
     assert reason(write(tmp_path / "bad.cif", content)) == expected
 
 
+def test_bytes_that_are_not_utf8_are_unreadable(tmp_path, embedded_dir):
+    """A stray byte in any value (here the formula) is unreadable, not an error where the value is read."""
+    text = (embedded_dir / "2100348-benzene.cif").read_bytes()
+    assert read_cif(write(tmp_path / "ok.cif", text)).n_symops == 8
+    bad = text.replace(b"'C6 H6'", b"'C6 H6 \xf2\x28'", 1)
+    with pytest.raises(RejectError) as info:
+        read_cif(write(tmp_path / "bad.cif", bad))
+    assert info.value.reason == "unreadable" and "UTF-8" in info.value.detail
+
+
 def test_missing_file_is_unreadable(tmp_path):
     assert reason(tmp_path / "nope.cif") == "unreadable"
 
