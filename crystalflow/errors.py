@@ -3,10 +3,10 @@ from __future__ import annotations
 
 #: every reason a CIF can be rejected for, with the sentence the README and rejects.csv use
 REASONS: dict[str, str] = {
-    "unreadable": "not a parseable CIF (empty, binary, truncated or malformed)",
-    "no_cell": "no unit cell (missing or degenerate cell parameters)",
+    "unreadable": "not a parseable CIF (empty, binary or not UTF-8 text, truncated or malformed)",
+    "no_cell": "no usable unit cell (cell parameters missing, not finite, out of range, or a singular or flat cell)",
     "no_atoms": "no atom sites with fractional coordinates",
-    "no_symmetry": "space group not given (neither symmetry operators nor a recognised name)",
+    "no_symmetry": "space group not given (no operators, no recognised name), or operators alone that are no crystallographic group",
     "unknown_element": "an atom site whose element cannot be determined",
     "disordered": "partially occupied atom sites (occupancy < 1), or a negative disorder group (disorder about a symmetry element)",
     "overlapping_atoms": "two atoms closer than a chemically possible distance after symmetry expansion",

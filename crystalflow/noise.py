@@ -28,6 +28,10 @@ PUSH_MARGIN = 0.05
 ROUNDS_PER_EXPANSION = 40
 #: factor by which the centres' distances from their mean grow at each expansion
 EXPANSION = 1.03
+#: push rounds after which molecules that still overlap move apart along the line of their centres
+#: instead of along their atom-atom directions: interlocked molecules (one threading a ring of the
+#: other) can sit where the atom-atom pushes cancel, and there every expansion was pushed back
+CENTRE_PUSH_AFTER = 400
 #: rounds after which :func:`separate` gives up (never reached on real crystals)
 MAX_ROUNDS = 2000
 
@@ -112,8 +116,10 @@ def separate(x: np.ndarray, z: np.ndarray, max_overlap: float = NOISE_MAX_OVERLA
     Each round, every overlapping pair of atoms asks for its two molecules to move apart along the
     atom-atom direction by half of (overlap − ``max_overlap`` + :data:`PUSH_MARGIN`); a molecule moves
     by the mean of its requests. Every :data:`ROUNDS_PER_EXPANSION` rounds the centres are also spread
-    by :data:`EXPANSION` about their mean, which ends any deadlock. Molecules move rigidly and keep
-    their orientations. Returns the separated cluster and the per-molecule translations ``[M, 3]``.
+    by :data:`EXPANSION` about their mean, and after :data:`CENTRE_PUSH_AFTER` rounds the pairs that
+    still overlap move apart along the line of their centres, which ends any deadlock. Molecules move
+    rigidly and keep their orientations. Returns the separated cluster and the per-molecule
+    translations ``[M, 3]``.
     """
     c = np.asarray(x, dtype=np.float64)
     atoms = ContactAtoms(c, z)
@@ -130,9 +136,11 @@ def separate(x: np.ndarray, z: np.ndarray, max_overlap: float = NOISE_MAX_OVERLA
             shift += (EXPANSION - 1.0) * (moved - moved.mean(axis=0))
             continue
         a, b = atoms.molecule[i], atoms.molecule[j]
-        direction = points[i] - points[j]
-        apart = centres[a] + shift[a] - centres[b] - shift[b]  # for coincident atoms
-        direction = np.where((d > 1e-6)[:, None], direction, apart + 1e-3)
+        apart = centres[a] + shift[a] - centres[b] - shift[b]  # for coincident atoms, and stuck pairs
+        if rounds < CENTRE_PUSH_AFTER:
+            direction = np.where((d > 1e-6)[:, None], points[i] - points[j], apart + 1e-3)
+        else:
+            direction = apart + 1e-3
         direction /= np.linalg.norm(direction, axis=1, keepdims=True)
         step = direction * (0.5 * (overlap - max_overlap + PUSH_MARGIN))[:, None]
         request = np.zeros((m, 3))

@@ -81,5 +81,57 @@ def test_bad_input_has_a_reason(tmp_path, content, expected):
     assert reason(write(tmp_path / "bad.cif", content)) == expected
 
 
+def test_bytes_that_are_not_utf8_are_unreadable(tmp_path, embedded_dir):
+    """A stray byte in any value (here the formula) is unreadable, not an error where the value is read."""
+    text = (embedded_dir / "2100348-benzene.cif").read_bytes()
+    assert read_cif(write(tmp_path / "ok.cif", text)).n_symops == 8
+    bad = text.replace(b"'C6 H6'", b"'C6 H6 \xf2\x28'", 1)
+    with pytest.raises(RejectError) as info:
+        read_cif(write(tmp_path / "bad.cif", bad))
+    assert info.value.reason == "unreadable" and "UTF-8" in info.value.detail
+
+
 def test_missing_file_is_unreadable(tmp_path):
     assert reason(tmp_path / "nope.cif") == "unreadable"
+
+
+def _cell(a="10.0", beta="90", gamma="90"):
+    return (GOOD_HEADER.replace("_cell_length_a 10.0", f"_cell_length_a {a}")
+            .replace("_cell_angle_beta 90", f"_cell_angle_beta {beta}")
+            .replace("_cell_angle_gamma 90", f"_cell_angle_gamma {gamma}"))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [_cell(beta="nan"), _cell(beta="?"), _cell(a="inf"), _cell(a="1e999"), _cell(a="1e300"), _cell(a="-10"),
+     _cell(beta="0"), _cell(beta="359"), _cell(beta="30", gamma="150"), _cell(gamma="179")],
+    ids=["nan-angle", "unknown-angle", "inf-edge", "overflowing-edge", "huge-edge", "negative-edge", "zero-angle",
+         "angle-over-180", "impossible-angles", "flat-cell"],
+)
+def test_unusable_cell_is_no_cell(tmp_path, header):
+    """Cells whose lattice matrix would be non-finite, singular or flat never reach the neighbour search."""
+    assert reason(write(tmp_path / "cell.cif", header + SITES.format(rows=METHANE))) == "no_cell"
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e999", "?"])
+def test_non_finite_coordinate_is_no_atoms(tmp_path, value):
+    rows = METHANE.replace("H2 H 0.4637", f"H2 H {value}")
+    assert reason(write(tmp_path / "x.cif", GOOD_HEADER + SITES.format(rows=rows))) == "no_atoms"
+
+
+@pytest.mark.parametrize(
+    "ops, expected",
+    [(["x,y,z", "-x,-y,-z"], 2), (["x,y,z", "-x,-y,-z", "-x,-y,-z"], 2), (["x,y,z", "-x,-y"], "no_symmetry"),
+     (["x,y,z", "x+1/0,y,z"], "no_symmetry"), (["x,y,z", "x,x,z"], "no_symmetry"), (["x,y,z", "2x,y,z"], "no_symmetry"),
+     (["x,y,z", "-x,y,z+1/3"], "no_symmetry")],
+    ids=["group", "duplicate", "two-components", "zero-denominator", "singular", "not-unimodular", "not-closed"],
+)
+def test_operators_without_a_space_group_name(tmp_path, ops, expected):
+    """Operators are all gemmi has without a name: they must parse and form a group, counted once each."""
+    header = GOOD_HEADER.replace("_symmetry_space_group_name_H-M 'P 1'\n", "")
+    header += "loop_\n_symmetry_equiv_pos_as_xyz\n" + "".join(f"'{op}'\n" for op in ops)
+    path = write(tmp_path / "ops.cif", header + SITES.format(rows=METHANE))
+    if isinstance(expected, int):
+        assert read_cif(path).n_symops == expected
+    else:
+        assert reason(path) == expected

@@ -215,3 +215,22 @@ def test_every_preset_draws_valid_inputs_with_their_orientations(embedded_dir, p
         assert set(stats) == {"noise_angle", "noise_push", "noise_push_max"}
         if preset == "none":
             assert stats == {"noise_angle": 0.0, "noise_push": 0.0, "noise_push_max": 0.0}
+
+
+def test_separate_ends_for_molecules_whose_atom_pushes_cancel(embedded_dir):
+    """A real draw (this crystal, this file key, the default preset) in which two molecules interlock
+    where their atom-atom pushes cancel and undo every expansion; pushes along their centres' line end it."""
+    from dataclasses import replace
+
+    from crystalflow.contacts import max_overlap
+    from crystalflow.noise import NOISE_MAX_OVERLAP
+    from crystalflow.pipeline import file_rng
+
+    settings = BuildSettings()
+    crystal = read_cif(str(embedded_dir / "7103889_damaged_temp.cif"))
+    cluster = build_cluster(crystal, select(crystal, settings)[0])
+    key = "7_7103889_damaged_temp.cif"
+    draw = apply_noise(cluster.x, cluster.z, settings.noise, file_rng(settings.seed, key))
+    raw = apply_noise(cluster.x, cluster.z, replace(settings.noise, max_overlap=None), file_rng(settings.seed, key))
+    assert max_overlap(draw.x_w, cluster.z) <= NOISE_MAX_OVERLAP
+    assert np.allclose(draw.x_w - draw.push[:, None, :], raw.x_w)  # still translations only
