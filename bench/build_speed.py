@@ -41,11 +41,11 @@ import tempfile
 import time
 
 import crystalflow
-from crystalflow.build import build_dataset, list_cifs
-from crystalflow.cif import read_cif
-from crystalflow.errors import RejectError
-from crystalflow.molecules import find_molecules
-from crystalflow.pipeline import BuildSettings, process_cif
+from crystalflow.common.errors import RejectError
+from crystalflow.data.build import build_dataset, list_cifs
+from crystalflow.data.pipeline import BuildSettings, process_cif
+from crystalflow.structure.cif import read_cif
+from crystalflow.structure.molecules import find_molecules
 
 COD_OPTIONS = ("--expand-to-P1", "--ignore-bumps", "--no-audit", "--covalent-sensitivity", "0.45")
 _SOURCE = re.compile(r"^_cod_data_source_file\s+(\S.*?)\s*$", re.M)

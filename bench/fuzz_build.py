@@ -50,9 +50,9 @@ import time
 from collections import Counter, defaultdict
 
 import crystalflow
-from crystalflow.build import build_dataset, list_cifs
-from crystalflow.errors import REASONS
-from crystalflow.pipeline import BuildSettings
+from crystalflow.common.errors import REASONS
+from crystalflow.data.build import build_dataset, list_cifs
+from crystalflow.data.pipeline import BuildSettings
 
 _NUMBER = re.compile(r"(?<![\w.+-])[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?(?:\(\d+\))?(?![\w.])")
 _CELL_LENGTH = re.compile(r"^(\s*_cell_length_[abc]\s+)(\S+)", re.M)

@@ -1,6 +1,6 @@
 """The lenient COMPACK-style packing similarity crystalflow scored with before OXtalign (kept for bench/match_agreement.py).
 
-Not part of the package: ``crystalflow evaluate`` scores matches with OXtalign (crystalflow.matching).
+Not part of the package: ``crystalflow evaluate`` scores matches with OXtalign (crystalflow.evaluation.matching).
 This file stays beside the agreement benchmark so that its measured disagreement can be reproduced:
 its centroid-geometry tolerances (20 % distance, 20° angles) accept clusters whose molecules sit 1–2 Å
 off, and it compares relative rotations in the fixed atom order, so a molecule turned onto itself by
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from crystalflow.geometry import kabsch
-from crystalflow.metrics import orientation_atoms as _atom_mask
+from crystalflow.evaluation.metrics import orientation_atoms as _atom_mask
+from crystalflow.structure.geometry import kabsch
 
 #: default number of neighbours of the central molecule compared
 SHELL = 15

@@ -27,9 +27,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from lenient_compack import compack  # noqa: E402
 
-from crystalflow.contacts import max_overlap  # noqa: E402
-from crystalflow.matching import ClusterTopology, packing_match  # noqa: E402
-from crystalflow.predictions import read_predictions  # noqa: E402
+from crystalflow.evaluation.matching import ClusterTopology, packing_match  # noqa: E402
+from crystalflow.evaluation.predictions import read_predictions  # noqa: E402
+from crystalflow.structure.contacts import max_overlap  # noqa: E402
 
 
 def prediction_dirs(roots: list[str]) -> list[str]:

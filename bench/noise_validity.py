@@ -20,14 +20,14 @@ from dataclasses import replace
 
 import numpy as np
 
-from crystalflow import embedded_cif_dir
-from crystalflow.cif import read_cif
-from crystalflow.cluster import build_cluster
-from crystalflow.contacts import VALIDITY_OVERLAP, max_overlap
-from crystalflow.errors import RejectError
-from crystalflow.molecules import centre_of_mass
-from crystalflow.noise import NOISE_PRESETS, apply_noise
-from crystalflow.pipeline import BuildSettings, select
+from crystalflow.common.errors import RejectError
+from crystalflow.common.resources import embedded_cif_dir
+from crystalflow.data.noise import NOISE_PRESETS, apply_noise
+from crystalflow.data.pipeline import BuildSettings, select
+from crystalflow.structure.cif import read_cif
+from crystalflow.structure.cluster import build_cluster
+from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
+from crystalflow.structure.molecules import centre_of_mass
 
 
 def clusters(folders: list[str], max_atoms: int) -> list:

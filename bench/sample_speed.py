@@ -17,13 +17,13 @@ import time
 import numpy as np
 import torch
 
-from crystalflow import embedded_cif_dir
-from crystalflow.build import build_dataset
-from crystalflow.dataset import ClusterDataset
-from crystalflow.metrics import pm_atom, pm_center
-from crystalflow.models import ModelConfig
-from crystalflow.samplers import sample_records
-from crystalflow.train import TrainConfig, load_model, train
+from crystalflow.common.resources import embedded_cif_dir
+from crystalflow.data.build import build_dataset
+from crystalflow.data.dataset import ClusterDataset
+from crystalflow.evaluation.metrics import pm_atom, pm_center
+from crystalflow.evaluation.sampling import sample_records
+from crystalflow.flow.model import ModelConfig
+from crystalflow.training.trainer import TrainConfig, load_model, train
 
 STEPS = (5, 10, 20, 50, 100)
 

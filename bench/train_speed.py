@@ -29,8 +29,8 @@ import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from crystalflow.dataset import Batch, ClusterDataset, collate  # noqa: E402
-from crystalflow.models import REFERENCE_BACKBONE, CrystalModel, ModelConfig, build_model  # noqa: E402
+from crystalflow.data.dataset import Batch, ClusterDataset, collate  # noqa: E402
+from crystalflow.flow.model import REFERENCE_BACKBONE, CrystalModel, ModelConfig, build_model  # noqa: E402
 
 THREADS = 2
 DEFAULT_DATA = "/tmp/d"
@@ -174,8 +174,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     if not os.path.exists(args.data):
-        from crystalflow import embedded_cif_dir
-        from crystalflow.build import build_dataset
+        from crystalflow.common.resources import embedded_cif_dir
+        from crystalflow.data.build import build_dataset
 
         print(f"{args.data!r} does not exist: building it from the embedded COD CIFs", flush=True)
         build_dataset(embedded_cif_dir(), args.data, workers=args.threads, progress=False)

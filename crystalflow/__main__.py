@@ -1,6 +1,6 @@
 """python -m crystalflow: the command-line interface."""
 import sys
 
-from .cli import main
+from crystalflow.cli import main
 
 sys.exit(main())

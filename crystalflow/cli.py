@@ -9,8 +9,8 @@ import json
 import os
 import sys
 
-from . import __version__
-from .errors import UserError
+from crystalflow.common.errors import UserError
+from crystalflow.common.version import __version__
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -24,9 +24,9 @@ def _positive(value: str) -> int:
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
-    from .build import build_dataset
-    from .noise import noise_model
-    from .pipeline import BuildSettings
+    from crystalflow.data.build import build_dataset
+    from crystalflow.data.noise import noise_model
+    from crystalflow.data.pipeline import BuildSettings
 
     settings = BuildSettings(
         noise=noise_model(args.noise, inversion=args.inversion),
@@ -61,7 +61,7 @@ def _inputs_line(summary: dict) -> str:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from .cluster17_csv import export_cluster17
+    from crystalflow.data.cluster17_csv import export_cluster17
 
     if args.format != "cluster17-csv":
         raise UserError(f"unknown export format {args.format!r}")
@@ -70,7 +70,7 @@ def _cmd_export(args: argparse.Namespace) -> None:
 
 
 def _cmd_import(args: argparse.Namespace) -> None:
-    from .cluster17_csv import import_cluster17
+    from crystalflow.data.cluster17_csv import import_cluster17
 
     summary = import_cluster17(args.raw_dir, args.output, seed=args.seed, progress=not args.quiet)
     print(f"imported {summary['clusters']} clusters into {args.output}; rejected {summary['rejected']}\n"
@@ -78,19 +78,19 @@ def _cmd_import(args: argparse.Namespace) -> None:
 
 
 def _cmd_stats(args: argparse.Namespace) -> None:
-    from .stats import dataset_stats
+    from crystalflow.data.stats import dataset_stats
 
     dataset_stats(args.dataset_dir, args.output, split=args.split)
     print(f"figures and tables written to {args.output}")
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from .train import load_config, train
+    from crystalflow.training.trainer import load_config, train
 
     given = (("epochs", args.epochs), ("seed", args.seed), ("fresh_noise", args.fresh_noise or None))
     overrides = {k: v for k, v in given if v is not None}
     config = load_config(args.config, method=args.method, **overrides)
-    from .distributed import env_info
+    from crystalflow.training.distributed import env_info
 
     summary = train(args.dataset_dir, args.output, config, resume=args.resume, progress=not args.quiet)
     if env_info().is_main:
@@ -98,15 +98,15 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_model(args: argparse.Namespace) -> None:
-    from .train import export_model
+    from crystalflow.training.trainer import export_model
 
     export_model(args.run_dir, args.output, which=args.weights)
     print(f"inference-only model written to {args.output} (use it with --model {args.output})")
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from .samplers import SOLVERS, sample_dataset
-    from .train import load_model, select_device
+    from crystalflow.evaluation.sampling import SOLVERS, sample_dataset
+    from crystalflow.training.trainer import load_model, select_device
 
     if args.solver not in SOLVERS:
         raise UserError(f"unknown solver {args.solver!r}")
@@ -122,7 +122,7 @@ def _cmd_sample(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate
+    from crystalflow.evaluation.evaluate import evaluate
 
     result = evaluate(args.pred_dir, args.output, progress=not args.quiet)
     for split, metrics in result.items():
@@ -134,7 +134,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _cmd_baseline(args: argparse.Namespace) -> None:
-    from .baselines import run_baseline
+    from crystalflow.evaluation.baselines import run_baseline
 
     run_baseline(args.name, args.dataset_dir, args.split, args.output, samples=args.samples, seed=args.seed,
                  progress=not args.quiet, overwrite=args.overwrite, limit=args.limit)
@@ -142,7 +142,7 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from .predict import TABLE_HEADER, predict
+    from crystalflow.apps.predict import TABLE_HEADER, predict
 
     cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
                     out_dir=args.output, progress=not args.quiet)
@@ -153,7 +153,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
-    from .benchmark import full_plan, quick_plan, run_benchmark
+    from crystalflow.apps.benchmark import full_plan, quick_plan, run_benchmark
 
     plan = quick_plan() if args.quick else full_plan(args.shared)
     if args.seeds:
@@ -169,14 +169,14 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
+    from crystalflow.apps.demo import run_demo
 
     run_demo(args.output, seed=args.seed, workers=args.workers, epochs=args.epochs, progress=not args.quiet)
 
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``crystalflow`` command."""
-    from .noise import DEFAULT_PRESET, NOISE_PRESETS
+    from crystalflow.data.noise import DEFAULT_PRESET, NOISE_PRESETS
 
     p = argparse.ArgumentParser(prog="crystalflow", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"crystalflow {__version__}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from crystalflow.viz import STATUS_ID
+from crystalflow.apps.viz import STATUS_ID
 
 CHROMIUM = "/usr/bin/chromium"
 BROWSER_TIMEOUT_S = 90

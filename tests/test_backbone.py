@@ -1,21 +1,21 @@
-"""Tests of crystalflow.backbone: E(3) equivariance, molecule permutation, cluster isolation, neighbour search."""
+"""Tests of crystalflow.backbones.painn: E(3) equivariance, molecule permutation, cluster isolation, neighbour search."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
+from toys import toy_cluster
 
-from crystalflow.backbone import (
+from crystalflow.backbones.painn import (
     BackboneConfig,
     build_backbone,
     intra_pairs,
     molecule_pairs,
     radius_pairs,
 )
-from crystalflow.dataset import collate
-from crystalflow.shards import ClusterRecord
-from toys import toy_cluster
+from crystalflow.data.dataset import collate
+from crystalflow.data.shards import ClusterRecord
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")

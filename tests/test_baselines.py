@@ -8,16 +8,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SMALL_COD
 
 import crystalflow
-from crystalflow import baselines
-from crystalflow.baselines import pack_molecules, run_baseline
-from crystalflow.build import build_dataset
-from crystalflow.dataset import ClusterDataset
-from crystalflow.errors import UserError
-from crystalflow.evaluate import evaluate
-from crystalflow.predictions import read_info, read_predictions
-from conftest import SMALL_COD
+from crystalflow.common.errors import UserError
+from crystalflow.data.build import build_dataset
+from crystalflow.data.dataset import ClusterDataset
+from crystalflow.evaluation import baselines
+from crystalflow.evaluation.baselines import pack_molecules, run_baseline
+from crystalflow.evaluation.evaluate import evaluate
+from crystalflow.evaluation.predictions import read_info, read_predictions
 
 #: PackMol's xyz output has 6 decimals; intramolecular distances survive to about this (Å)
 RIGID_TOL = 1e-3

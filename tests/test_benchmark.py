@@ -1,4 +1,4 @@
-"""Tests of crystalflow.benchmark: summaries by hand, and a tiny end-to-end run (serial, resumed, parallel)."""
+"""Tests of crystalflow.apps.benchmark: summaries by hand, and a tiny end-to-end run (serial, resumed, parallel)."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from crystalflow import benchmark as bm
+from crystalflow.apps import benchmark as bm
 
 #: small molecules of the embedded set (quick to build, train and evaluate)
 TINY_CIFS = ["2100348-benzene.cif", "2205750.cif", "2006609.cif", "2100438-cell-vol.cif"]
@@ -65,8 +65,8 @@ def test_tiny_benchmark_writes_tables_and_resumes(tmp_path, tiny_sources, monkey
     def boom(*args, **kwargs):
         raise AssertionError("finished work was redone")
 
-    monkeypatch.setattr("crystalflow.train.train", boom)
-    monkeypatch.setattr("crystalflow.samplers.sample_dataset", boom)
+    monkeypatch.setattr("crystalflow.training.trainer.train", boom)
+    monkeypatch.setattr("crystalflow.evaluation.sampling.sample_dataset", boom)
     again = bm.run_benchmark(str(out), tiny_plan(tiny_sources), progress=False, log=lambda *_: None)
     assert again["rows"] == report["rows"]
 

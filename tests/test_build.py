@@ -13,13 +13,13 @@ import time
 import h5py
 import numpy as np
 import pytest
-
-from crystalflow.build import assign_splits, build_dataset
-from crystalflow.cli import main
-from crystalflow.dataset import ClusterDataset, collate
-from crystalflow.errors import UserError
-from crystalflow.pipeline import BuildSettings
 from conftest import write
+
+from crystalflow.cli import main
+from crystalflow.common.errors import UserError
+from crystalflow.data.build import assign_splits, build_dataset
+from crystalflow.data.dataset import ClusterDataset, collate
+from crystalflow.data.pipeline import BuildSettings
 
 
 def rows(path):
@@ -137,8 +137,8 @@ def test_killed_build_resumes(embedded_dir, tmp_path):
 def test_every_x_w_of_a_built_dataset_is_valid(small_cif_dir, tmp_path, preset):
     """Each noise preset gives physically possible inputs: no heavy-atom vdW overlap ≥ 0.7 Å in any x_w
     (checked on the stored float32 arrays), and the summary and clusters.csv record it with the noise."""
-    from crystalflow.contacts import is_valid
-    from crystalflow.noise import noise_model
+    from crystalflow.data.noise import noise_model
+    from crystalflow.structure.contacts import is_valid
 
     out = tmp_path / preset
     settings = BuildSettings(noise=noise_model(preset), noise_preset=preset, samples_per_crystal=2)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import sys
 
 import pytest
-
-from crystalflow.build import build_dataset
-from crystalflow.errors import REASONS
-from crystalflow.pipeline import BuildSettings
 from conftest import REPO
+
+from crystalflow.common.errors import REASONS
+from crystalflow.data.build import build_dataset
+from crystalflow.data.pipeline import BuildSettings
 
 sys.path.insert(0, str(REPO / "bench"))
 import fuzz_build  # noqa: E402

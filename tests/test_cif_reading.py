@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from crystalflow.cif import read_cif
-from crystalflow.errors import REASONS, RejectError
 from conftest import write
+
+from crystalflow.common.errors import REASONS, RejectError
+from crystalflow.structure.cif import read_cif
 
 GOOD_HEADER = """data_test
 _cell_length_a 10.0

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-
 from conftest import REPO, write
-from crystalflow.build import build_dataset
+
 from crystalflow.cli import main
-from crystalflow.cluster17_csv import export_cluster17
+from crystalflow.data.build import build_dataset
+from crystalflow.data.cluster17_csv import export_cluster17
 
 #: three small COD crystals: one each for train, valid and test
 CIFS = ["2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif"]

@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import crystalflow
-from crystalflow.build import CLUSTER_COLUMNS, assign_splits, build_dataset
-from crystalflow.cluster17_csv import (
+from crystalflow.common.errors import REASONS, UserError
+from crystalflow.data.build import CLUSTER_COLUMNS, assign_splits, build_dataset
+from crystalflow.data.cluster17_csv import (
     HEADER,
     _Bad,
     assign_ids,
@@ -23,9 +24,8 @@ from crystalflow.cluster17_csv import (
     iter_clusters,
     parse_cluster_csv,
 )
-from crystalflow.dataset import ClusterDataset
-from crystalflow.errors import REASONS, UserError
-from crystalflow.pipeline import BuildSettings
+from crystalflow.data.dataset import ClusterDataset
+from crystalflow.data.pipeline import BuildSettings
 
 #: the four smallest accepted embedded COD crystals (12-20 atoms per molecule)
 SMALL = ["2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif"]
@@ -299,7 +299,7 @@ def test_rigid_fit_rmsd_hand_computed() -> None:
     """0 for a rotated, moved and mirrored copy; a two-atom molecule stretched from 1 to 3 Å fits to 1 Å RMSD."""
     from scipy.spatial.transform import Rotation
 
-    from crystalflow.cluster17_csv import rigid_fit_rmsd
+    from crystalflow.data.cluster17_csv import rigid_fit_rmsd
 
     mol = np.array([[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 1.2, 0.3], [-0.4, 0.2, 1.1]])
     rot = Rotation.from_rotvec([0.3, -1.0, 2.0]).as_matrix()

@@ -67,9 +67,9 @@ import pytest
 from scipy.spatial import cKDTree
 
 import crystalflow
-from crystalflow.cif import Crystal, read_cif
-from crystalflow.errors import RejectError
-from crystalflow.molecules import Molecule, find_molecules, periodic_bonds
+from crystalflow.common.errors import RejectError
+from crystalflow.structure.cif import Crystal, read_cif
+from crystalflow.structure.molecules import Molecule, find_molecules, periodic_bonds
 
 pytestmark = pytest.mark.optional
 

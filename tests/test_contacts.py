@@ -1,11 +1,11 @@
-"""Validity of clusters (crystalflow.contacts) on hand-built two-molecule cases."""
+"""Validity of clusters (crystalflow.structure.contacts) on hand-built two-molecule cases."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from crystalflow.contacts import VALIDITY_OVERLAP, is_valid, max_overlap
-from crystalflow.elements import BONDI_RADII, VDW_RADIUS
+from crystalflow.structure.contacts import VALIDITY_OVERLAP, is_valid, max_overlap
+from crystalflow.structure.elements import BONDI_RADII, VDW_RADIUS
 
 C, H, O = 6, 1, 8
 R_C, R_O = BONDI_RADII["C"], BONDI_RADII["O"]

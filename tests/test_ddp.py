@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 import crystalflow
-from crystalflow import distributed, models
-from crystalflow.build import build_dataset
-from crystalflow.pipeline import BuildSettings
-from crystalflow.train import CHECKPOINT, LOG, TrainConfig, TrainingDivergedError, train
+from crystalflow.data.build import build_dataset
+from crystalflow.data.pipeline import BuildSettings
+from crystalflow.flow import model as models
+from crystalflow.training import distributed
+from crystalflow.training.trainer import CHECKPOINT, LOG, TrainConfig, TrainingDivergedError, train
 
 if not distributed.is_available("gloo"):
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)

@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-
-from crystalflow.backbone import BackboneConfig, build_backbone
-from crystalflow.dataset import collate
-from crystalflow.frames import anchor_points, molecule_frames, rotation_6d
-from crystalflow.models import ModelConfig, align_to_central, build_model
 from toys import toy_cluster
+
+from crystalflow.backbones.frames import anchor_points, molecule_frames, rotation_6d
+from crystalflow.backbones.painn import BackboneConfig, build_backbone
+from crystalflow.data.dataset import collate
+from crystalflow.flow.model import ModelConfig, align_to_central, build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -130,11 +130,11 @@ def test_fresh_noise_dataset_draws_rigid_copies_per_epoch(tmp_path):
     import shutil
 
     import crystalflow
-    from crystalflow.build import build_dataset
-    from crystalflow.dataset import ClusterDataset, FreshNoiseDataset, dataset_noise
-    from crystalflow.errors import UserError
-    from crystalflow.noise import noise_model
-    from crystalflow.pipeline import BuildSettings
+    from crystalflow.common.errors import UserError
+    from crystalflow.data.build import build_dataset
+    from crystalflow.data.dataset import ClusterDataset, FreshNoiseDataset, dataset_noise
+    from crystalflow.data.noise import noise_model
+    from crystalflow.data.pipeline import BuildSettings
 
     cifs = tmp_path / "cifs"
     cifs.mkdir()

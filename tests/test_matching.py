@@ -1,4 +1,4 @@
-"""The OXtalign packing match (crystalflow.matching) on real COD clusters and hand-made cases."""
+"""The OXtalign packing match (crystalflow.evaluation.matching) on real COD clusters and hand-made cases."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from crystalflow.cif import read_cif
-from crystalflow.cluster import build_cluster
-from crystalflow.matching import MAX_RMSD, MIN_MATCHED, SHELL, packing_match
-from crystalflow.pipeline import BuildSettings, select
+from crystalflow.data.pipeline import BuildSettings, select
+from crystalflow.evaluation.matching import MAX_RMSD, MIN_MATCHED, SHELL, packing_match
+from crystalflow.structure.cif import read_cif
+from crystalflow.structure.cluster import build_cluster
 
 
 def cod_cluster(embedded_dir, name: str):

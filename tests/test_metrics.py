@@ -1,4 +1,4 @@
-"""Tests of crystalflow.metrics on hand-computed toy clusters and synthetic lattice clusters."""
+"""Tests of crystalflow.evaluation.metrics on hand-computed toy clusters and synthetic lattice clusters."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from crystalflow import metrics
-from crystalflow.metrics import (
+from crystalflow.evaluation import metrics
+from crystalflow.evaluation.metrics import (
     aggregate,
     cluster_metrics,
     collision_pairs,
@@ -264,7 +264,7 @@ def test_orientation_error_hand_computed() -> None:
     scores 30 / (M − 1); random orientations score about 126.5° (the mean angle of a random rotation)."""
     from scipy.spatial.transform import Rotation
 
-    from crystalflow.metrics import RANDOM_ORIENTATION_DEG, orientation_error
+    from crystalflow.evaluation.metrics import RANDOM_ORIENTATION_DEG, orientation_error
 
     x = lattice_cluster()
     m = x.shape[0]

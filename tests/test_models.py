@@ -1,15 +1,15 @@
-"""Tests of crystalflow.models: config round trip, losses, sampling API and overfitting one small cluster."""
+"""Tests of crystalflow.flow.model: config round trip, losses, sampling API and overfitting one small cluster."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-
-from crystalflow.dataset import collate
-from crystalflow.models import METHODS, ModelConfig, build_model
-from crystalflow.shards import ClusterRecord
 from toys import toy_cluster
+
+from crystalflow.data.dataset import collate
+from crystalflow.data.shards import ClusterRecord
+from crystalflow.flow.model import METHODS, ModelConfig, build_model
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -10,10 +10,16 @@ pytest.importorskip("rdkit", reason="reading molecules needs RDKit (the predict 
 from rdkit import Chem  # noqa: E402
 from rdkit.Chem import AllChem  # noqa: E402
 
-from crystalflow.elements import symbol  # noqa: E402
-from crystalflow.errors import UserError  # noqa: E402
-from crystalflow.molecule_input import (  # noqa: E402
-    ALLOWED_ELEMENTS, MAX_ATOMS, Molecule3D, covalent_bonds, fragments, input_kind, read_molecule,
+from crystalflow.common.errors import UserError  # noqa: E402
+from crystalflow.structure.elements import symbol  # noqa: E402
+from crystalflow.structure.molecule_input import (  # noqa: E402
+    ALLOWED_ELEMENTS,
+    MAX_ATOMS,
+    Molecule3D,
+    covalent_bonds,
+    fragments,
+    input_kind,
+    read_molecule,
 )
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"

@@ -5,16 +5,16 @@ import itertools
 
 import numpy as np
 import pytest
-
-from crystalflow.cif import read_cif
-from crystalflow.cluster import build_cluster, nearest_images
-from crystalflow.errors import RejectError
-from crystalflow.geometry import kabsch
-from crystalflow.molecules import centre_of_mass, common_order, find_molecules, match_atoms, z_prime
-from crystalflow.noise import NOISE_PRESETS, apply_noise, noise_model, random_rotations
-from crystalflow.pipeline import BuildSettings, process_cif, select
 from conftest import write
 from test_cif_reading import GOOD_HEADER, SITES
+
+from crystalflow.common.errors import RejectError
+from crystalflow.data.noise import NOISE_PRESETS, apply_noise, noise_model, random_rotations
+from crystalflow.data.pipeline import BuildSettings, process_cif, select
+from crystalflow.structure.cif import read_cif
+from crystalflow.structure.cluster import build_cluster, nearest_images
+from crystalflow.structure.geometry import kabsch
+from crystalflow.structure.molecules import centre_of_mass, common_order, find_molecules, match_atoms, z_prime
 
 
 def molecules_of(path):
@@ -178,8 +178,8 @@ def test_melt_preset_keeps_orientations_to_about_30_degrees():
 def test_separate_pushes_overlapping_molecules_apart_by_translation_only():
     """Two C–H molecules whose carbons sit 1.0 Å apart (overlap 2.4 Å) end with at most the noise's overlap;
     each moves rigidly (no turn), along the line between them, and by the same amount."""
-    from crystalflow.contacts import max_overlap
-    from crystalflow.noise import NOISE_MAX_OVERLAP, separate
+    from crystalflow.data.noise import NOISE_MAX_OVERLAP, separate
+    from crystalflow.structure.contacts import max_overlap
 
     z = np.array([6, 1])
     a = np.array([[0.0, 0.0, 0.0], [-1.09, 0.0, 0.0]])
@@ -199,7 +199,7 @@ def test_every_preset_draws_valid_inputs_with_their_orientations(embedded_dir, p
     ones and the push is recorded."""
     from dataclasses import replace
 
-    from crystalflow.contacts import is_valid
+    from crystalflow.structure.contacts import is_valid
 
     crystal = read_cif(str(embedded_dir / "2205750.cif"))
     mols, _, _ = select(crystal, BuildSettings())
@@ -222,9 +222,9 @@ def test_separate_ends_for_molecules_whose_atom_pushes_cancel(embedded_dir):
     where their atom-atom pushes cancel and undo every expansion; pushes along their centres' line end it."""
     from dataclasses import replace
 
-    from crystalflow.contacts import max_overlap
-    from crystalflow.noise import NOISE_MAX_OVERLAP
-    from crystalflow.pipeline import file_rng
+    from crystalflow.data.noise import NOISE_MAX_OVERLAP
+    from crystalflow.data.pipeline import file_rng
+    from crystalflow.structure.contacts import max_overlap
 
     settings = BuildSettings()
     crystal = read_cif(str(embedded_dir / "7103889_damaged_temp.cif"))

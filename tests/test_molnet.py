@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-
-from crystalflow.backbone import BackboneConfig, build_backbone
-from crystalflow.dataset import collate
-from crystalflow.frames import molecule_frames
-from crystalflow.models import ModelConfig, build_model
-from crystalflow.molnet import molecule_axes
-from crystalflow.shards import ClusterRecord
 from toys import toy_cluster
+
+from crystalflow.backbones.frames import molecule_frames
+from crystalflow.backbones.molecule_painn import molecule_axes
+from crystalflow.backbones.painn import BackboneConfig, build_backbone
+from crystalflow.data.dataset import collate
+from crystalflow.data.shards import ClusterRecord
+from crystalflow.flow.model import ModelConfig, build_model
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -1,4 +1,4 @@
-"""Tests of crystalflow.paths: end points, finite-difference velocities and hand-computed values."""
+"""Tests of crystalflow.flow.paths: end points, finite-difference velocities and hand-computed values."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from crystalflow.paths import (
+from crystalflow.flow.paths import (
     LerpScheduler,
     VEScheduler,
     VPScheduler,

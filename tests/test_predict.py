@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from crystalflow.errors import UserError
-from crystalflow.metrics import rigidity
-from crystalflow.models import ModelConfig, build_model
-from crystalflow.molecule_input import read_molecule
-from crystalflow.noise import noise_model
 from pages import chromium_status, needs_chromium, needs_node, run_page_in_node
-from crystalflow.viz import STATUS_ID, vendored_3dmol_js
+
+from crystalflow.apps.viz import STATUS_ID, vendored_3dmol_js
+from crystalflow.common.errors import UserError
+from crystalflow.data.noise import noise_model
+from crystalflow.evaluation.metrics import rigidity
+from crystalflow.flow.model import ModelConfig, build_model
+from crystalflow.structure.molecule_input import read_molecule
 
 # the module, even if the package re-exports the function under the same name
-P = importlib.import_module("crystalflow.predict")
+P = importlib.import_module("crystalflow.apps.predict")
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 ASPIRIN_ATOMS = 21
@@ -59,7 +59,7 @@ def run(tmp_path_factory, tiny_model):
 
 
 def _true_cluster(embedded_dir: Path):
-    from crystalflow.pipeline import BuildSettings, process_cif
+    from crystalflow.data.pipeline import BuildSettings, process_cif
 
     rec = process_cif(str(embedded_dir / BENZENE_CIF), BENZENE_CIF, BuildSettings())[0]
     return rec
@@ -86,7 +86,7 @@ def test_starting_clusters_follow_the_training_noise(aspirin):
 def test_packed_arrangement_density_and_no_overlap(aspirin):
     x, info = P.packed_arrangement(aspirin, density=1.3, seed=0)
     assert x.shape == (N_MOL, ASPIRIN_ATOMS, 3)
-    from crystalflow.molecules import centre_of_mass
+    from crystalflow.structure.molecules import centre_of_mass
 
     com = centre_of_mass(x, aspirin.z)
     np.testing.assert_allclose(com[0], 0.0, atol=1e-9)  # molecule 0 is central
@@ -190,7 +190,7 @@ def test_predict_bad_inputs(tiny_model, aspirin):
 
 
 def test_default_model_missing_is_a_user_error(tmp_path, monkeypatch, aspirin):
-    assert P.default_model_dir().replace(os.sep, "/").endswith("crystalflow/data/models/default")
+    assert P.default_model_dir().replace(os.sep, "/").endswith("crystalflow/resources/models/default")
     monkeypatch.setattr(P, "default_model_dir", lambda: str(tmp_path / "none"))
     with pytest.raises(UserError, match="no pretrained model shipped; pass --model RUN_DIR"):
         P.predict(aspirin, model=None, samples=1, progress=False)
@@ -198,7 +198,7 @@ def test_default_model_missing_is_a_user_error(tmp_path, monkeypatch, aspirin):
 
 def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
     """A run directory as train writes it (config.json + checkpoint.pt), plus an optional noise.json."""
-    from crystalflow.train import TrainConfig
+    from crystalflow.training.trainer import TrainConfig
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

@@ -9,10 +9,10 @@ import os
 import numpy as np
 import pytest
 
-from crystalflow.errors import UserError
-from crystalflow.evaluate import METRIC_KEYS, evaluate
-from crystalflow.metrics import pm_atom
-from crystalflow.predictions import PredictionWriter, read_info, read_predictions
+from crystalflow.common.errors import UserError
+from crystalflow.evaluation.evaluate import METRIC_KEYS, evaluate
+from crystalflow.evaluation.metrics import pm_atom
+from crystalflow.evaluation.predictions import PredictionWriter, read_info, read_predictions
 
 RNG_SEED = 7
 

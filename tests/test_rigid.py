@@ -1,4 +1,4 @@
-"""Tests of crystalflow.rigid and the rigid (SE(3) geodesic) path and model."""
+"""Tests of crystalflow.nn.rigid and the rigid (SE(3) geodesic) path and model."""
 from __future__ import annotations
 
 import math
@@ -8,11 +8,11 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from crystalflow.dataset import collate
-from crystalflow.models import ModelConfig, build_model
-from crystalflow.paths import RigidPath
-from crystalflow.rigid import fit_rotations, rigid_velocity, segment_mean, so3_exp, so3_log, superpose_conformer
-from crystalflow.shards import ClusterRecord
+from crystalflow.data.dataset import collate
+from crystalflow.data.shards import ClusterRecord
+from crystalflow.flow.model import ModelConfig, build_model
+from crystalflow.flow.paths import RigidPath
+from crystalflow.nn.rigid import fit_rotations, rigid_velocity, segment_mean, so3_exp, so3_log, superpose_conformer
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")

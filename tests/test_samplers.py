@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 import torch
 
-from crystalflow.dataset import collate
-from crystalflow.geometry import kabsch
-from crystalflow.models import ModelConfig, build_model
-from crystalflow.noise import random_rotations
-from crystalflow.samplers import rigid_projection, sample_records
-from crystalflow.shards import ClusterRecord
+from crystalflow.data.dataset import collate
+from crystalflow.data.noise import random_rotations
+from crystalflow.data.shards import ClusterRecord
+from crystalflow.evaluation.sampling import rigid_projection, sample_records
+from crystalflow.flow.model import ModelConfig, build_model
+from crystalflow.structure.geometry import kabsch
 
 
 def toy_records(n_clusters: int = 2, seed: int = 0) -> list[ClusterRecord]:

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 import crystalflow
-from crystalflow.build import build_dataset
-from crystalflow.cluster17_csv import import_cluster17
-from crystalflow.errors import UserError
-from crystalflow.stats import dataset_stats
+from crystalflow.common.errors import UserError
+from crystalflow.data.build import build_dataset
+from crystalflow.data.cluster17_csv import import_cluster17
+from crystalflow.data.stats import dataset_stats
 
 #: the four smallest accepted embedded COD crystals (12-20 atoms per molecule)
 SMALL = ["2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif"]

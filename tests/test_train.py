@@ -1,4 +1,4 @@
-"""Tests of crystalflow.train: config, run files, bit-for-bit resume, divergence errors, atomic checkpoints."""
+"""Tests of crystalflow.training.trainer: config, run files, bit-for-bit resume, divergence errors, atomic checkpoints."""
 from __future__ import annotations
 
 import csv
@@ -14,12 +14,21 @@ import torch
 from torch import nn
 
 import crystalflow
-from crystalflow import models
-from crystalflow.build import build_dataset
-from crystalflow.errors import UserError
-from crystalflow.pipeline import BuildSettings
-from crystalflow.train import (
-    BEST, CHECKPOINT, CONFIG, LOG, LOG_COLUMNS, Trainer, TrainConfig, TrainingDivergedError, load_config, load_model,
+from crystalflow.common.errors import UserError
+from crystalflow.data.build import build_dataset
+from crystalflow.data.pipeline import BuildSettings
+from crystalflow.flow import model as models
+from crystalflow.training.trainer import (
+    BEST,
+    CHECKPOINT,
+    CONFIG,
+    LOG,
+    LOG_COLUMNS,
+    TrainConfig,
+    Trainer,
+    TrainingDivergedError,
+    load_config,
+    load_model,
     train,
 )
 

@@ -7,11 +7,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from pages import chromium_status, needs_chromium, needs_node, run_page_in_node
-from crystalflow.viz import (
-    STATUS_ID, VENDORED_3DMOL_VERSION, cluster_to_pdb, cluster_to_xyz, molecule_bonds, trajectory_strip,
-    vendored_3dmol_js, viewer_html,
+
+from crystalflow.apps.viz import (
+    STATUS_ID,
+    VENDORED_3DMOL_VERSION,
+    cluster_to_pdb,
+    cluster_to_xyz,
+    molecule_bonds,
+    trajectory_strip,
+    vendored_3dmol_js,
+    viewer_html,
 )
 
 #: benzene (C6H6), Å: ring radius 1.39, C-H 1.08
@@ -112,7 +118,7 @@ def test_viewer_html_is_self_contained(tmp_path):
 
 
 def test_vendored_3dmol_licence():
-    lic = Path(__file__).resolve().parents[1] / "crystalflow" / "data" / "js" / "LICENSE-3Dmol.txt"
+    lic = Path(__file__).resolve().parents[1] / "crystalflow" / "resources" / "js" / "LICENSE-3Dmol.txt"
     text = lic.read_text()
     assert "BSD-3-Clause" in text and "2.5.5" in text
     assert f"version {VENDORED_3DMOL_VERSION}" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from crystalflow.shards import ClusterRecord
+from crystalflow.data.shards import ClusterRecord
 
 SPACING = 4.5  #: distance between neighbouring molecule centres in x_s (Å), so contacts < 4 Å exist
 

@@ -1,0 +1,1 @@
+"""The equivariant backbones, one file each, and their registry."""

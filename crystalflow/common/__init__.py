@@ -1,0 +1,1 @@
+"""Shared by every layer: errors, atomic file writing, package resources, the vocabulary."""

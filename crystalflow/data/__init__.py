@@ -1,0 +1,1 @@
+"""Datasets: noise, the build pipeline, shards, the reader, the COD-Cluster17 CSV format."""

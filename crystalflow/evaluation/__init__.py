@@ -1,0 +1,1 @@
+"""Predictions on disk, sampling, baselines, matching, metrics and evaluation."""

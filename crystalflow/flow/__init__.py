@@ -1,0 +1,1 @@
+"""Probability paths, the crystallization model and the ODE solver."""

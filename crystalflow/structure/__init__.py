@@ -1,0 +1,1 @@
+"""Crystal structures and molecules: CIF reading, whole molecules, clusters, contacts."""

@@ -1,0 +1,1 @@
+"""Training: configuration, the trainer, checkpoints, data-parallel set-up."""
