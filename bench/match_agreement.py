@@ -45,6 +45,8 @@ def prediction_dirs(roots: list[str]) -> list[str]:
 def group_of(pred_dir: str, root: str) -> str:
     """The path of ``pred_dir`` below its root with a trailing ``seed<k>`` removed."""
     rel = os.path.relpath(pred_dir, root)
+    if rel == ".":
+        rel = os.path.basename(os.path.normpath(root))
     return re.sub(r"[/\\]seed\d+$", "", rel) or rel
 
 
