@@ -22,6 +22,7 @@ import numpy as np
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import embedded_cif_dir
 from crystalflow.common.version import __version__
 from crystalflow.data.build import build_dataset
@@ -316,10 +317,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
     """results.csv (one row per variant, method, seed), results.md (the layout of Tables 1–3) and plots."""
     table = summarise(rows)
     metric_names = sorted({k for r in rows for k in r} - {"variant", "method", "seed"})
-    with open(os.path.join(out_dir, "results.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["variant", "method", "seed", *metric_names])
-        w.writeheader()
-        w.writerows(rows)
+    write_csv(os.path.join(out_dir, "results.csv"), rows, ["variant", "method", "seed", *metric_names])
     order = list(plan.methods + plan.baselines)
     lines = [
         "# crystalflow benchmark",
@@ -348,8 +346,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
                 continue
             cells = [_cell(*stats[m]) if m in stats else "–" for m in TABLE_METRICS]
             lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
     _plot(out_dir, table, order)
     return {"rows": rows, "seconds": seconds, "results_md": os.path.join(out_dir, "results.md")}
 
@@ -384,5 +381,6 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
     for ax in axes:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "results.png"), dpi=120)
+    with atomic_open(os.path.join(out_dir, "results.png"), "wb") as f:
+        fig.savefig(f, format="png", dpi=120)
     plt.close(fig)

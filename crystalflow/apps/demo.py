@@ -6,11 +6,11 @@ and writes ``report.md`` linking all of it. About 5–10 minutes on 2 cores.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from crystalflow.common.checks import prepare_output_dir
+from crystalflow.common.io import write_json, write_text
 from crystalflow.common.resources import embedded_cif_dir
 
 #: training budget of the demo model (epochs over the embedded train split)
@@ -104,8 +104,6 @@ def _write_report(out: str, summary: dict, results: dict, strip: str, viewer: st
               f"{c.min_contact:.2f} |" for c in cands]
     lines += ["", "![aspirin candidates](aspirin/overview.png)", "", "Viewer: [aspirin/viewer.html](aspirin/viewer.html)"]
     path = os.path.join(out, "report.md")
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    with open(os.path.join(out, "demo.json"), "w") as f:
-        json.dump({"seconds": seconds, "results": results}, f, indent=2, default=float)
+    write_text(path, "\n".join(lines) + "\n")
+    write_json(os.path.join(out, "demo.json"), {"seconds": seconds, "results": results})
     return path

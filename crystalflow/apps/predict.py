@@ -41,7 +41,6 @@ conformer) and ``notes.txt``.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import sys
@@ -56,6 +55,7 @@ from scipy.spatial import ConvexHull
 from crystalflow.apps.viz import page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import resource_path
 from crystalflow.data.noise import DEFAULT_PRESET, NoiseModel, apply_noise, noise_model
 from crystalflow.data.pipeline import DENSITY_FACTOR
@@ -477,13 +477,6 @@ def _file_stem(rank: int, total: int) -> str:
     return f"candidate_{rank:0{max(2, len(str(total)))}d}"
 
 
-def _atomic_write(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(out_dir: str, mol: Molecule3D, candidates: list[Candidate], info: dict) -> dict[str, str]:
     """Write every output file of :func:`predict` into ``out_dir``; return {kind: path}."""
     from crystalflow.apps.viz import cluster_to_pdb, cluster_to_xyz
@@ -496,22 +489,17 @@ def write_outputs(out_dir: str, mol: Molecule3D, candidates: list[Candidate], in
         comment = (f"crystalflow candidate {c.rank} of {mol.name}: score {c.score:.4g} density {c.density:.3f} "
                    f"valid {int(c.valid)} max_overlap {c.max_overlap:.2f} min_contact {c.min_contact:.2f} "
                    f"rigidity {c.rigidity:.3f}")
-        _atomic_write(stem + ".xyz", cluster_to_xyz(c.x, c.z, comment))
-        _atomic_write(stem + ".pdb", cluster_to_pdb(c.x, c.z, chain="A", resname="MOL", bonds=bonds,
-                                                    title=f"candidate {c.rank} of {mol.name}"))
+        write_text(stem + ".xyz", cluster_to_xyz(c.x, c.z, comment))
+        write_text(stem + ".pdb", cluster_to_pdb(c.x, c.z, chain="A", resname="MOL", bonds=bonds,
+                                                 title=f"candidate {c.rank} of {mol.name}"))
     paths["molecule"] = os.path.join(out_dir, "molecule.xyz")
-    _atomic_write(paths["molecule"], cluster_to_xyz(_centred(mol)[None], mol.z, f"input conformer of {mol.name}"))
+    write_text(paths["molecule"], cluster_to_xyz(_centred(mol)[None], mol.z, f"input conformer of {mol.name}"))
     paths["summary"] = os.path.join(out_dir, "summary.csv")
-    tmp = f"{paths['summary']}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=SUMMARY_COLUMNS)
-        writer.writeheader()
-        writer.writerows(c.row() for c in candidates)
-    os.replace(tmp, paths["summary"])
+    write_csv(paths["summary"], (c.row() for c in candidates), SUMMARY_COLUMNS)
     paths["overview"] = overview_png(candidates, mol, os.path.join(out_dir, "overview.png"))
     paths["viewer"] = candidates_html(candidates, mol, os.path.join(out_dir, "viewer.html"))
     paths["notes"] = os.path.join(out_dir, "notes.txt")
-    _atomic_write(paths["notes"], _notes_text(mol, candidates, info))
+    write_text(paths["notes"], _notes_text(mol, candidates, info))
     return paths
 
 
@@ -587,9 +575,8 @@ def overview_png(candidates: list[Candidate], mol: Molecule3D, path_png: str) ->
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=1.0 - OVERVIEW_TITLE_INCHES / fig.get_figheight(),
                         wspace=0.0, hspace=0.12)
     os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
-    tmp = f"{path_png}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=OVERVIEW_DPI)
-    os.replace(tmp, path_png)
+    with atomic_open(path_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=OVERVIEW_DPI)
     return path_png
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from crystalflow.common.io import atomic_open, write_text
 from crystalflow.common.resources import resource_path
 from crystalflow.structure.elements import COVALENT_RADIUS, symbol
 from crystalflow.structure.geometry import kabsch
@@ -225,9 +226,8 @@ def trajectory_strip(x_w: np.ndarray, traj_mid: np.ndarray, pred: np.ndarray, tr
         fig.suptitle(title)
     fig.subplots_adjust(left=0.0, right=1.0, bottom=0.0, top=0.9 if title else 1.0, wspace=0.0)
     os.makedirs(os.path.dirname(os.path.abspath(path_png)), exist_ok=True)
-    tmp = f"{path_png}.tmp-{os.getpid()}.png"
-    fig.savefig(tmp, dpi=STRIP_DPI)
-    os.replace(tmp, path_png)
+    with atomic_open(path_png, "wb") as f:
+        fig.savefig(f, format="png", dpi=STRIP_DPI)
     return path_png
 
 
@@ -366,10 +366,7 @@ def write_3dmol_page(template: str, path_html: str, title: str, note: str, data:
     head, tail = (pattern.sub(lambda hit: fills[hit.group(0)], part) for part in template.split("__3DMOL__"))
     page = head + vendored_3dmol_js().replace("</script", "<\\/script") + tail
     os.makedirs(os.path.dirname(os.path.abspath(path_html)), exist_ok=True)
-    tmp = f"{path_html}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, path_html)
+    write_text(path_html, page)
     return path_html
 
 

@@ -14,7 +14,6 @@ finished shard. ``finalize`` (run at the end of every build) writes the three ta
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import multiprocessing as mp
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import REASONS, RejectError, UserError
+from crystalflow.common.io import is_temp_name, write_csv, write_json, write_text
 from crystalflow.common.version import __version__
 from crystalflow.data.pipeline import BuildSettings, process_cif
 from crystalflow.data.shards import read_shard_tables, write_shard
@@ -114,13 +114,8 @@ def _prepare(input_dir: str, out_dir: str, settings: BuildSettings, workers: int
     base = input_dir if os.path.isdir(input_dir) else os.path.dirname(input_dir)
     keys = [os.path.relpath(p, base) for p in paths]
     chunk = _chunk_size(len(keys), workers)
-    with open(os.path.join(out_dir, "inputs.txt"), "w") as f:
-        f.write("\n".join(keys) + "\n")
-    cfg = {**wanted, "chunk_size": chunk, "n_inputs": len(keys), "version": __version__}
-    tmp = cfg_path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(cfg, f, indent=2)
-    os.replace(tmp, cfg_path)
+    write_text(os.path.join(out_dir, "inputs.txt"), "\n".join(keys) + "\n")
+    write_json(cfg_path, {**wanted, "chunk_size": chunk, "n_inputs": len(keys), "version": __version__})
     return keys, chunk
 
 
@@ -142,7 +137,7 @@ def build_dataset(
     base = input_dir if os.path.isdir(input_dir) else os.path.dirname(input_dir)
     shard_dir = os.path.join(out_dir, "shards")
     for name in os.listdir(shard_dir):  # a partial shard from an interrupted run is never read
-        if name.endswith(".tmp"):
+        if is_temp_name(name):
             os.remove(os.path.join(shard_dir, name))
     chunks = [keys[i : i + chunk] for i in range(0, len(keys), chunk)]
     shard_paths = [os.path.join(shard_dir, f"shard-{i:05d}.h5") for i in range(len(chunks))]
@@ -167,7 +162,7 @@ def build_dataset(
     bar.close()
     summary = finalize(out_dir, settings, limit=limit, split_by=split_by)
     summary["seconds"] = round(time.time() - start, 2)
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     return BuildResult(summary=summary, out_dir=out_dir)
 
 
@@ -195,13 +190,6 @@ def _prefix_complete(shard_paths: list[str], limit: int) -> bool:
         if count >= limit:
             return True
     return False
-
-
-def _write_json(path: str, obj: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
 
 
 def assign_splits(groups: list[str], seed: int) -> list[str]:
@@ -238,17 +226,9 @@ def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, sp
     group = [r["key"] if split_by == "crystal" else f"{r['key']}#{r['sample']}" for r in rows]
     for i, (row, split) in enumerate(zip(rows, assign_splits(group, settings.seed))):
         row["index"], row["split"] = i, split
-    with open(os.path.join(out_dir, "clusters.csv.tmp"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=CLUSTER_COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(os.path.join(out_dir, "clusters.csv.tmp"), os.path.join(out_dir, "clusters.csv"))
+    write_csv(os.path.join(out_dir, "clusters.csv"), rows, CLUSTER_COLUMNS, extrasaction="ignore")
     rejects.sort(key=lambda r: r["file"])
-    with open(os.path.join(out_dir, "rejects.csv.tmp"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "reason", "detail"])
-        w.writeheader()
-        w.writerows(rejects)
-    os.replace(os.path.join(out_dir, "rejects.csv.tmp"), os.path.join(out_dir, "rejects.csv"))
+    write_csv(os.path.join(out_dir, "rejects.csv"), rejects, ["file", "reason", "detail"])
     with open(os.path.join(out_dir, "inputs.txt")) as f:
         n_inputs = sum(1 for line in f if line.strip())
     tally = Counter(r["reason"] for r in rejects)
@@ -270,7 +250,7 @@ def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, sp
         "atoms_per_molecule": _describe([r["n_atoms"] for r in rows]),
         "x_w": input_statistics(rows),
     }
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 

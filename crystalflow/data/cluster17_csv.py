@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import REASONS, UserError
+from crystalflow.common.io import atomic_open, is_temp_name, write_csv, write_json, write_text
 from crystalflow.common.version import __version__
 from crystalflow.data.build import CLUSTER_COLUMNS, SPLITS, assign_splits, input_statistics
 from crystalflow.data.shards import ClusterRecord, ShardReader, read_shard_tables, write_shard
@@ -124,17 +125,6 @@ def iter_clusters(
                 reader.close()
 
 
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def _write_json(path: str, obj: dict) -> None:
-    _write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 # --------------------------------------------------------------------------- export
 
 
@@ -209,23 +199,21 @@ def export_cluster17(dataset_dir: str, out_dir: str, split: str = "all", progres
     prepare_output_dir(out_dir, (FINAL_DIR, INITIAL_DIR))
     written: set[str] = set()
     meta_path, split_path = os.path.join(out_dir, METADATA_FILE), os.path.join(out_dir, SPLIT_FILE)
-    with open(meta_path + ".tmp", "w", newline="") as meta_f, open(split_path + ".tmp", "w", newline="") as split_f, \
+    with atomic_open(meta_path) as meta_f, atomic_open(split_path) as split_f, \
             tqdm(total=total, unit="cluster", desc="export", disable=not progress, file=sys.stderr) as bar:
         meta_w, split_w = csv.writer(meta_f), csv.writer(split_f)
         meta_w.writerow(["id", *META_COLUMNS])
         split_w.writerow(["id", "split"])
         for rec in iter_clusters(dataset_dir, split, shard_meta=True):
             cid, meta = ids[rec.meta["index"]], rec.meta
-            _write_text(os.path.join(out_dir, FINAL_DIR, cid + FINAL_SUFFIX), format_cluster(rec.x_s, rec.z))
-            _write_text(os.path.join(out_dir, INITIAL_DIR, cid + INITIAL_SUFFIX), format_cluster(rec.x_w, rec.z))
+            write_text(os.path.join(out_dir, FINAL_DIR, cid + FINAL_SUFFIX), format_cluster(rec.x_s, rec.z))
+            write_text(os.path.join(out_dir, INITIAL_DIR, cid + INITIAL_SUFFIX), format_cluster(rec.x_w, rec.z))
             written.add(cid)
             split_w.writerow([cid, meta["split"]])
             meta_w.writerow([cid, *[_meta_cell(meta.get(k)) for k in META_COLUMNS]])
             bar.update(1)
-    os.replace(meta_path + ".tmp", meta_path)
-    os.replace(split_path + ".tmp", split_path)
     _remove_stale(out_dir, written)
-    _write_json(os.path.join(out_dir, EXPORT_FILE), {
+    write_json(os.path.join(out_dir, EXPORT_FILE), {
         "format": FORMAT,
         "version": __version__,
         "source": os.path.abspath(dataset_dir),
@@ -488,7 +476,7 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
     records: list[ClusterRecord] = []
     rejects: list[dict] = list(stray)
     n_shards = 0
-    with open(os.path.join(out_dir, "inputs.txt.tmp"), "w") as inputs, tqdm(
+    with atomic_open(os.path.join(out_dir, "inputs.txt")) as inputs, tqdm(
         total=len(ids), unit="cluster", desc="import", disable=not progress, file=sys.stderr
     ) as bar:
         for cid, row in _work_list(raw_dir, ids):
@@ -519,9 +507,8 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
                 n_shards, records, rejects = n_shards + 1, [], []
         if records or rejects or n_shards == 0:
             write_shard(os.path.join(shard_dir, f"shard-{n_shards:05d}.h5"), records, rejects)
-    os.replace(os.path.join(out_dir, "inputs.txt.tmp"), os.path.join(out_dir, "inputs.txt"))
     settings = (export_info or {}).get("settings")
-    _write_json(os.path.join(out_dir, "build.json"), {
+    write_json(os.path.join(out_dir, "build.json"), {
         "input_dir": os.path.abspath(raw_dir),
         "imported_from": os.path.abspath(raw_dir),
         "format": FORMAT,
@@ -533,7 +520,7 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
     })
     summary = _finalize_import(out_dir, raw_dir, seed, settings, n_inputs=n_inputs)
     summary["seconds"] = round(time.time() - start, 2)
-    _write_json(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
 
 
@@ -556,7 +543,7 @@ def _read_export_info(raw_dir: str) -> dict | None:
 def _prepare_import_dir(out_dir: str, overwrite: bool) -> None:
     prepare_output_dir(out_dir, ("shards",))
     shard_dir = os.path.join(out_dir, "shards")
-    existing = [n for n in os.listdir(shard_dir) if n.endswith((".h5", ".tmp"))]
+    existing = [n for n in os.listdir(shard_dir) if n.endswith(".h5") or is_temp_name(n)]
     if (existing or os.path.exists(os.path.join(out_dir, "clusters.csv"))) and not overwrite:
         raise UserError(f"{out_dir!r} already holds a dataset; remove it or choose another directory")
     for name in existing:
@@ -582,8 +569,7 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
     split_counts: Counter = Counter()
     overlaps: list[dict] = []
     index = 0
-    tmp = os.path.join(out_dir, "clusters.csv.tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(os.path.join(out_dir, "clusters.csv")) as f:
         w = csv.DictWriter(f, fieldnames=CLUSTER_COLUMNS, extrasaction="ignore")
         w.writeheader()
         for name in shards:
@@ -597,14 +583,8 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
                 overlaps.append({"x_w_max_overlap": m.get("x_w_max_overlap")})
                 n_atoms[m["n_atoms"]] += 1
                 split_counts[split] += 1
-    os.replace(tmp, os.path.join(out_dir, "clusters.csv"))
     rejects.sort(key=lambda r: r["file"])
-    tmp = os.path.join(out_dir, "rejects.csv.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "reason", "detail"])
-        w.writeheader()
-        w.writerows(rejects)
-    os.replace(tmp, os.path.join(out_dir, "rejects.csv"))
+    write_csv(os.path.join(out_dir, "rejects.csv"), rejects, ["file", "reason", "detail"])
     tally = Counter(r["reason"] for r in rejects)
     return {
         "version": __version__,

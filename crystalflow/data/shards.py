@@ -8,7 +8,7 @@ One shard holds the clusters (and the rejects) of one chunk of input files:
 - ``n_mol``: int16 [C], molecules per cluster (17 for COD-Cluster17)
 - ``meta``: JSON text per cluster; ``rejects``: JSON text per rejected file
 
-A shard is written to ``NAME.tmp`` and renamed when complete, so a shard file that exists is whole;
+A shard is written atomically (:func:`crystalflow.common.io.atomic_path`), so a shard file that exists is whole;
 one damaged afterwards (a cut copy, a full disk) is reported by :func:`shard_errors` as one line.
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import atomic_path
 
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -57,10 +58,9 @@ class ClusterRecord:
 
 
 def write_shard(path: str, records: list[ClusterRecord], rejects: list[dict]) -> None:
-    """Write a complete shard atomically (``path.tmp`` then rename)."""
-    tmp = path + ".tmp"
+    """Write a complete shard atomically (a temporary file renamed onto ``path``)."""
     n_atoms = [r.x_s.shape[0] * r.x_s.shape[1] for r in records]
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs["format_version"] = FORMAT_VERSION
         f.attrs["n_clusters"] = len(records)
         empty = np.zeros((0, 3), np.float32)
@@ -72,7 +72,6 @@ def write_shard(path: str, records: list[ClusterRecord], rejects: list[dict]) ->
         f["n_mol"] = np.array([r.x_s.shape[0] for r in records], dtype=np.int16)
         f.create_dataset("meta", data=[json.dumps(r.meta) for r in records], dtype=_STR)
         f.create_dataset("rejects", data=[json.dumps(r) for r in rejects], dtype=_STR)
-    os.replace(tmp, path)
 
 
 def read_shard_tables(path: str) -> tuple[list[dict], list[dict]]:

@@ -16,8 +16,6 @@ distances themselves are never stored. The CSVs hold bin edges and counts, with 
 """
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import sys
@@ -33,6 +31,7 @@ from tqdm import tqdm  # noqa: E402
 
 from crystalflow.common.checks import prepare_output_dir  # noqa: E402
 from crystalflow.common.errors import UserError  # noqa: E402
+from crystalflow.common.io import atomic_open, write_csv, write_json  # noqa: E402
 from crystalflow.common.version import __version__  # noqa: E402
 from crystalflow.data.cluster17_csv import check_dataset, iter_clusters  # noqa: E402
 from crystalflow.structure.molecules import centre_of_mass  # noqa: E402
@@ -175,8 +174,9 @@ def dataset_stats(
     lo, hi = int(used.min()), int(used.max())
     size_edges = np.arange(lo, hi + 2)  # one bin [k, k + 1) per molecule size
     size_counts = atoms[lo : hi + 1]
-    _write_csv(os.path.join(out_dir, FILES["fig3"] + ".csv"), ["atoms_lo", "atoms_hi", "clusters"],
-               zip(size_edges[:-1].tolist(), size_edges[1:].tolist(), size_counts.tolist()))
+    write_csv(os.path.join(out_dir, FILES["fig3"] + ".csv"),
+              zip(size_edges[:-1].tolist(), size_edges[1:].tolist(), size_counts.tolist()),
+              ["atoms_lo", "atoms_hi", "clusters"])
     _plot_atoms(os.path.join(out_dir, FILES["fig3"] + ".png"), size_edges, size_counts, n_clusters, split)
     for s in STRUCTURES:
         h = hist[s]
@@ -185,8 +185,8 @@ def dataset_stats(
             [*_fmt(edges[:-1]), _fmt_one(max_distance)], [*_fmt(edges[1:]), "inf"],
             h["atom_pairs"].counts.tolist(), h["centre_pairs"].counts.tolist(),
         )
-        _write_csv(os.path.join(out_dir, FILES[s] + ".csv"),
-                   ["distance_lo_A", "distance_hi_A", "atom_pairs", "centre_pairs"], rows)
+        write_csv(os.path.join(out_dir, FILES[s] + ".csv"), rows,
+                  ["distance_lo_A", "distance_hi_A", "atom_pairs", "centre_pairs"])
         other = "x_s" if s == "x_w" else "x_w"
         _plot_distances(os.path.join(out_dir, FILES[s] + ".png"), hist, s, other, n_clusters, split)
 
@@ -209,9 +209,7 @@ def dataset_stats(
         "distances_A": {s: {k: hist[s][k].summary() for k in KINDS} for s in STRUCTURES},
         "files": sorted(f"{FILES[k]}.{e}" for k in ("fig3", "x_w", "x_s") for e in ("png", "csv")) + [FILES["summary"]],
     }
-    with open(os.path.join(out_dir, FILES["summary"]), "w") as f:
-        json.dump(summary, f, indent=2)
-        f.write("\n")
+    write_json(os.path.join(out_dir, FILES["summary"]), summary)
     return summary
 
 
@@ -230,17 +228,9 @@ def _fmt_one(v: float) -> str:
     return f"{float(v):.6g}"
 
 
-def _write_csv(path: str, header: list[str], rows) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
 def _save(fig: plt.Figure, path: str) -> None:
-    fig.savefig(path, dpi=FIGURE_DPI, metadata={"Software": None})
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=FIGURE_DPI, metadata={"Software": None})
     plt.close(fig)
 
 

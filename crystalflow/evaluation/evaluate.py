@@ -15,7 +15,6 @@ counts the clusters used). NaN is written as the JSON token ``NaN`` (Python's js
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -25,9 +24,10 @@ from tqdm import tqdm
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import write_csv, write_json
 from crystalflow.common.version import __version__
 from crystalflow.evaluation.metrics import aggregate, cluster_metrics
-from crystalflow.evaluation.predictions import read_info, read_predictions, write_json_atomic
+from crystalflow.evaluation.predictions import read_info, read_predictions
 
 #: metric keys of :func:`crystalflow.evaluation.metrics.cluster_metrics`, in report order (NaN for failed clusters)
 METRIC_KEYS = (
@@ -55,19 +55,6 @@ def _score(item) -> tuple[dict[str, float], str, int]:  # noqa: ANN001 - a Predi
         except (ValueError, np.linalg.LinAlgError) as e:
             reason = f"metrics failed: {e}"
     return {key: math.nan for key in METRIC_KEYS}, reason, 0
-
-
-def _write_csv(path: str, rows: list[dict]) -> None:
-    """Write the per-cluster rows as CSV via a temporary file and rename."""
-    columns: list[str] = []
-    for row in rows:
-        columns += [c for c in row if c not in columns]
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def evaluate(pred_dir: str, out_json: str | None = None, progress: bool = True) -> dict:
@@ -107,6 +94,6 @@ def evaluate(pred_dir: str, out_json: str | None = None, progress: bool = True) 
         "version": __version__, "n_clusters": len(rows), "n_failed": len(failures), "failures": failures,
     }
     result["per_cluster"] = rows
-    write_json_atomic(out_json, result)
-    _write_csv(os.path.join(out_dir, PER_CLUSTER_CSV), rows)
+    write_json(out_json, result)
+    write_csv(os.path.join(out_dir, PER_CLUSTER_CSV), rows)
     return result

@@ -37,13 +37,14 @@ import shutil
 import time
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import h5py
 import numpy as np
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import json_default, temp_path, write_json
 from crystalflow.common.version import __version__
 from crystalflow.data.shards import shard_errors
 
@@ -71,24 +72,6 @@ class PredictionItem(NamedTuple):
     pred: np.ndarray  #: [K, M, n, 3] predicted samples
     trajectory: np.ndarray | None  #: [T, K, M, n, 3] or None
     times: np.ndarray | None  #: [T] times of the trajectory frames or None
-
-
-def _json_default(obj: Any) -> Any:
-    """JSON encoder fallback for numpy scalars and arrays."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
-
-
-def write_json_atomic(path: str, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` via a temporary file and rename."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, default=_json_default, allow_nan=True)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 class _ShardWriter:
@@ -129,7 +112,7 @@ class _ShardWriter:
         self._append("n_mol", np.array([m], np.int32))
         self._append("n_samples", np.array([k], np.int32))
         self._append("n_frames", np.array([n_frames], np.int32))
-        self._append("meta", np.array([json.dumps(meta, default=_json_default)], dtype=object))
+        self._append("meta", np.array([json.dumps(meta, default=json_default)], dtype=object))
         p = self.ptrs
         p["atom_ptr"].append(p["atom_ptr"][-1] + m * n)
         p["z_ptr"].append(p["z_ptr"][-1] + n)
@@ -196,7 +179,7 @@ class PredictionWriter:
                 raise UserError(f"{pred_dir!r} already exists; choose another output or pass overwrite")
         self.info = dict(info)
         self.clusters_per_shard = clusters_per_shard
-        self.tmp_dir = f"{self.pred_dir}.tmp-{os.getpid()}"
+        self.tmp_dir = temp_path(self.pred_dir)
         self._shard: _ShardWriter | None = None
         self._shards: list[str] = []
         self._failures: list[dict] = []
@@ -256,7 +239,7 @@ class PredictionWriter:
             n_clusters=self.n_clusters, shards=list(self._shards),
             failures=list(self.info.get("failures", [])) + self._failures,
         )
-        write_json_atomic(os.path.join(self.tmp_dir, INFO_FILE), info)
+        write_json(os.path.join(self.tmp_dir, INFO_FILE), info)
         old = None
         if os.path.exists(self.pred_dir):
             old = f"{self.pred_dir}.old-{os.getpid()}"
