@@ -23,7 +23,9 @@ from crystalflow.data.dataset import ClusterDataset
 from crystalflow.evaluation.metrics import pm_atom, pm_center
 from crystalflow.evaluation.sampling import sample_records
 from crystalflow.flow.model import ModelConfig
-from crystalflow.training.trainer import TrainConfig, load_model, train
+from crystalflow.training.checkpoint import load_model
+from crystalflow.training.config import TrainConfig
+from crystalflow.training.trainer import train
 
 STEPS = (5, 10, 20, 50, 100)
 

@@ -85,7 +85,8 @@ def _cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
-    from crystalflow.training.trainer import load_config, train
+    from crystalflow.training.config import load_config
+    from crystalflow.training.trainer import train
 
     given = (("epochs", args.epochs), ("seed", args.seed), ("fresh_noise", args.fresh_noise or None))
     overrides = {k: v for k, v in given if v is not None}
@@ -98,7 +99,7 @@ def _cmd_train(args: argparse.Namespace) -> None:
 
 
 def _cmd_export_model(args: argparse.Namespace) -> None:
-    from crystalflow.training.trainer import export_model
+    from crystalflow.training.checkpoint import export_model
 
     export_model(args.run_dir, args.output, which=args.weights)
     print(f"inference-only model written to {args.output} (use it with --model {args.output})")
@@ -106,7 +107,8 @@ def _cmd_export_model(args: argparse.Namespace) -> None:
 
 def _cmd_sample(args: argparse.Namespace) -> None:
     from crystalflow.evaluation.sampling import SOLVERS, sample_dataset
-    from crystalflow.training.trainer import load_model, select_device
+    from crystalflow.training.checkpoint import load_model
+    from crystalflow.training.device import select_device
 
     if args.solver not in SOLVERS:
         raise UserError(f"unknown solver {args.solver!r}")

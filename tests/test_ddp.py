@@ -16,7 +16,9 @@ from crystalflow.data.build import build_dataset
 from crystalflow.data.pipeline import BuildSettings
 from crystalflow.flow import model as models
 from crystalflow.training import distributed
-from crystalflow.training.trainer import CHECKPOINT, LOG, TrainConfig, TrainingDivergedError, train
+from crystalflow.training.checkpoint import CHECKPOINT, LOG
+from crystalflow.training.config import TrainConfig
+from crystalflow.training.trainer import TrainingDivergedError, train
 
 if not distributed.is_available("gloo"):
     pytest.skip("torch.distributed with the gloo backend is not available", allow_module_level=True)

@@ -198,7 +198,7 @@ def test_default_model_missing_is_a_user_error(tmp_path, monkeypatch, aspirin):
 
 def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
     """A run directory as train writes it (config.json + checkpoint.pt), plus an optional noise.json."""
-    from crystalflow.training.trainer import TrainConfig
+    from crystalflow.training.config import TrainConfig
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()

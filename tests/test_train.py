@@ -1,4 +1,4 @@
-"""Tests of crystalflow.training.trainer: config, run files, bit-for-bit resume, divergence errors, atomic checkpoints."""
+"""Tests of training: config, run files, bit-for-bit resume, divergence errors, atomic checkpoints."""
 from __future__ import annotations
 
 import csv
@@ -18,19 +18,9 @@ from crystalflow.common.errors import UserError
 from crystalflow.data.build import build_dataset
 from crystalflow.data.pipeline import BuildSettings
 from crystalflow.flow import model as models
-from crystalflow.training.trainer import (
-    BEST,
-    CHECKPOINT,
-    CONFIG,
-    LOG,
-    LOG_COLUMNS,
-    TrainConfig,
-    Trainer,
-    TrainingDivergedError,
-    load_config,
-    load_model,
-    train,
-)
+from crystalflow.training.checkpoint import BEST, CHECKPOINT, CONFIG, LOG, LOG_COLUMNS, load_model
+from crystalflow.training.config import TrainConfig, load_config
+from crystalflow.training.trainer import Trainer, TrainingDivergedError, train
 
 #: small, accepted COD crystals (fastest to process); 2 noise draws each -> 16 clusters, 12 of them train
 SMALL_CIFS = [
@@ -178,7 +168,7 @@ def test_run_writes_checkpoint_config_log(dataset: Path, tmp_path: Path) -> None
     summary = train(str(dataset), str(run), cfg(epochs=2), progress=False, model_fn=tiny)
     for name in (CHECKPOINT, BEST, CONFIG, LOG):
         assert (run / name).is_file(), name
-    assert not list(run.glob("*.tmp"))
+    assert not list(run.glob("*.tmp*"))
     assert summary["epochs"] == 2 and summary["steps"] == 2 * STEPS_PER_EPOCH
     assert math.isfinite(summary["best_val_loss"]) and math.isfinite(summary["last_val_loss"])
     assert TrainConfig.from_dict(json.loads((run / CONFIG).read_text())) == cfg(epochs=2)
@@ -343,7 +333,7 @@ def test_checkpoint_never_half_written(dataset: Path, tmp_path: Path, monkeypatc
     with pytest.raises(OSError, match="No space"):
         train(str(dataset), str(run), cfg(epochs=2, schedule_epochs=2), resume=True, progress=False, model_fn=tiny)
     assert (run / CHECKPOINT).read_bytes() == before
-    assert not list(run.glob("*.tmp"))
+    assert not list(run.glob("*.tmp*"))
     assert ckpt(run)["epoch"] == 1
     monkeypatch.setattr(torch, "save", real_save)
     summary = train(str(dataset), str(run), cfg(epochs=2, schedule_epochs=2), resume=True, progress=False,

@@ -31,7 +31,7 @@ from crystalflow.data.pipeline import BuildSettings
 from crystalflow.evaluation.metrics import RANDOM_ORIENTATION_DEG
 
 if TYPE_CHECKING:
-    from crystalflow.training.trainer import TrainConfig
+    from crystalflow.training.config import TrainConfig
 
 METHODS = ("gnn-md", "ve", "vp", "lerp", "rigid")
 BASELINES = ("identity", "packmol")
@@ -107,7 +107,7 @@ class BenchmarkPlan:
         """How method ``name`` is trained on ``variant``: the plan's settings; ours with its own model and fresh
         noise, looking at the input orientations only where the variant's noise keeps some (not 'solution')."""
         from crystalflow.flow.model import ModelConfig
-        from crystalflow.training.trainer import TrainConfig
+        from crystalflow.training.config import TrainConfig
 
         if name == OURS:
             keeps_orientations = noise_model(VARIANTS[variant][0]).rotation_deg is not None
@@ -168,7 +168,9 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
     from crystalflow.evaluation.baselines import run_baseline
     from crystalflow.evaluation.evaluate import evaluate
     from crystalflow.evaluation.sampling import sample_dataset
-    from crystalflow.training.trainer import load_model, select_device, train
+    from crystalflow.training.checkpoint import load_model
+    from crystalflow.training.device import select_device
+    from crystalflow.training.trainer import train
 
     t0 = time.time()
     data = os.path.join(out_dir, "data", variant)
@@ -256,7 +258,7 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
 
 def _finished(run_dir: str) -> bool:
     """Whether the training in ``run_dir`` ran all the epochs of its config (an interrupted one did not)."""
-    from crystalflow.training.trainer import BEST, CONFIG, LOG
+    from crystalflow.training.checkpoint import BEST, CONFIG, LOG
 
     try:
         with open(os.path.join(run_dir, CONFIG)) as f:
@@ -274,7 +276,8 @@ def _resumable(run_dir: str, config: "TrainConfig") -> bool:
     Only the fields a resumed run may change (epochs, threads, ...) may differ; any other difference
     (an older plan, another learning rate) means the run is redone from the start.
     """
-    from crystalflow.training.trainer import CHECKPOINT, CONFIG, RESUMABLE_FIELDS, TrainConfig
+    from crystalflow.training.checkpoint import CHECKPOINT, CONFIG
+    from crystalflow.training.config import RESUMABLE_FIELDS, TrainConfig
 
     try:
         with open(os.path.join(run_dir, CONFIG)) as f:

@@ -34,7 +34,9 @@ def run_demo(out: str, seed: int = 0, workers: int = 2, epochs: int = DEMO_EPOCH
     from crystalflow.evaluation.predictions import read_predictions
     from crystalflow.evaluation.sampling import sample_dataset
     from crystalflow.flow.model import ModelConfig
-    from crystalflow.training.trainer import TrainConfig, load_model, train
+    from crystalflow.training.checkpoint import BEST, load_model
+    from crystalflow.training.config import TrainConfig
+    from crystalflow.training.trainer import train
 
     start = time.time()
     prepare_output_dir(out)
@@ -47,7 +49,7 @@ def run_demo(out: str, seed: int = 0, workers: int = 2, epochs: int = DEMO_EPOCH
     dataset_stats(data, os.path.join(out, "stats"))
     run = os.path.join(out, "run")
     log(f"[3/6] training CrystalFlow-LERP for {epochs} epochs -> {run}")
-    if not os.path.exists(os.path.join(run, "best.pt")):
+    if not os.path.exists(os.path.join(run, BEST)):
         config = TrainConfig(epochs=epochs, batch_size=4, seed=seed, model=ModelConfig(method="lerp"))
         train(data, run, config, progress=progress)
     model, _ = load_model(run)

@@ -66,6 +66,7 @@ from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
 from crystalflow.structure.elements import ATOMIC_MASS, VDW_RADIUS, symbol
 from crystalflow.structure.molecule_input import Molecule3D, read_molecule
 from crystalflow.structure.molecules import centre_of_mass
+from crystalflow.training.checkpoint import CHECKPOINT, CONFIG, load_checkpoint, load_model
 
 if TYPE_CHECKING:
     import argparse
@@ -197,7 +198,7 @@ def run_noise(run_dir: str) -> tuple[NoiseModel, str] | None:
     if os.path.exists(path):
         return _read_noise_file(path), path
     try:
-        path = os.path.join(run_dir, "config.json")
+        path = os.path.join(run_dir, CONFIG)
         if os.path.exists(path):
             with open(path) as f:
                 cfg = json.load(f)
@@ -205,10 +206,8 @@ def run_noise(run_dir: str) -> tuple[NoiseModel, str] | None:
                 return _noise_from_dict(cfg["noise"]), path
             if isinstance(cfg.get("noise_preset"), str):
                 return _noise_from_dict(cfg), path
-        ckpt_path = os.path.join(run_dir, "checkpoint.pt")
+        ckpt_path = os.path.join(run_dir, CHECKPOINT)
         if os.path.exists(ckpt_path):
-            from crystalflow.training.trainer import load_checkpoint
-
             ckpt = load_checkpoint(ckpt_path, mmap=True)
             data_dir = (ckpt.get("dataset") or {}).get("dir")
             for name in ("summary.json", "build.json"):
@@ -236,7 +235,7 @@ def resolve_model(model: object = None) -> tuple[torch.nn.Module, str, NoiseMode
                 noise_model(DEFAULT_PRESET), f"default preset '{DEFAULT_PRESET}'")
     if model is None:
         run_dir = default_model_dir()
-        if not os.path.exists(os.path.join(run_dir, "checkpoint.pt")):
+        if not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
             raise UserError("no pretrained model shipped; pass --model RUN_DIR")
         label = "the shipped default model"
     elif isinstance(model, (str, os.PathLike)):
@@ -246,8 +245,6 @@ def resolve_model(model: object = None) -> tuple[torch.nn.Module, str, NoiseMode
         label = f"run {run_dir}"
     else:
         raise UserError(f"model must be None, a run directory or a CrystalModel, not {type(model).__name__}")
-    from crystalflow.training.trainer import load_model
-
     net, _ = load_model(run_dir, "ema")
     found = run_noise(run_dir if os.path.isdir(run_dir) else os.path.dirname(os.path.abspath(run_dir)))
     noise, where = found if found else (noise_model(DEFAULT_PRESET), f"default preset '{DEFAULT_PRESET}'")

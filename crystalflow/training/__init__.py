@@ -1,1 +1,1 @@
-"""Training: configuration, the trainer, checkpoints, data-parallel set-up."""
+"""Training: configuration, the trainer, run files and model loading, devices and seeds, data-parallel set-up."""

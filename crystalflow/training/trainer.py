@@ -1,18 +1,11 @@
 """Training a crystallization model on a dataset directory: resumable bit-for-bit, optionally data-parallel.
 
-A run directory holds::
-
-    config.json     the full :class:`TrainConfig` (model settings nested under "model")
-    checkpoint.pt   the state at the end of the last finished epoch (or of the last step that
-                    ``checkpoint_every`` or ``max_steps`` asked for)
-    best.pt         the checkpoint of the epoch with the lowest validation loss
-    log.csv         epoch, step, train_loss, val_loss, lr, seconds (see :data:`LOG_COLUMNS`)
-
-Checkpoints are written to ``NAME.tmp`` and renamed, so a checkpoint that exists is whole. Each holds the
-model, its EMA, the optimizer, the LR scheduler, the counters, the log rows and the random states of every
-process, so ``train(..., resume=True)`` continues exactly where the run stopped: an interrupted run and its
-resumption give the same weights and the same log (but for the wall-clock ``seconds``) as one
-uninterrupted run, on the same hardware, software and process count. Why that holds:
+:func:`train` writes a run directory (its files: :mod:`crystalflow.training.checkpoint`; its settings:
+:mod:`crystalflow.training.config`). Each checkpoint holds the model, its EMA, the optimizer, the LR
+scheduler, the counters, the log rows and the random states of every process, so ``train(..., resume=True)``
+continues exactly where the run stopped: an interrupted run and its resumption give the same weights and the
+same log (but for the wall-clock ``seconds``) as one uninterrupted run, on the same hardware, software and
+process count. Why that holds:
 
 - the shuffle order of epoch ``e`` is a function of (seed, e) alone (``DistributedSampler.set_epoch``), and a
   run stopped inside an epoch skips the batches it already trained on;
@@ -33,18 +26,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
-import json
 import math
 import os
-import pickle
 import random
-import shutil
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,40 +40,33 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from crystalflow.common.checks import check_field_types, prepare_output_dir
+from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
+from crystalflow.common.io import copy_file, write_json, write_text
 from crystalflow.common.version import __version__
 from crystalflow.data.dataset import Batch, ClusterDataset, FreshNoiseDataset, collate, dataset_noise
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.training import distributed
-from crystalflow.training.distributed import DistInfo
-
-if TYPE_CHECKING:
-    from crystalflow.flow.model import ModelConfig
-
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-CONFIG = "config.json"
-LOG = "log.csv"
-LOG_COLUMNS = ["epoch", "step", "train_loss", "val_loss", "lr", "seconds"]
-CHECKPOINT_FORMAT = 1
-#: keys every crystalflow checkpoint holds (exported models too)
-_CHECKPOINT_KEYS = ("config", "ema")
-#: what torch.load raises on a truncated, corrupt or foreign file (junk bytes, cut files, flipped bytes)
-_UNREADABLE_CHECKPOINT = (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, LookupError)
-#: characters of torch's message kept in the one-line error
-_MAX_DETAIL = 120
-#: TrainConfig fields a resumed run may change; all others come from the checkpoint
-RESUMABLE_FIELDS = (
-    "epochs", "max_steps", "log_every", "val_every", "checkpoint_every", "num_workers", "device", "threads",
+from crystalflow.training.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    CHECKPOINT_FORMAT,
+    CONFIG,
+    LOG,
+    LOG_COLUMNS,
+    load_checkpoint,
+    model_for,
+    save_checkpoint_file,
 )
+from crystalflow.training.config import RESUMABLE_FIELDS, TrainConfig, merge_for_resume
+from crystalflow.training.device import derive_seed, seed_everything, select_device
+
 #: fixed seed of the validation noise, independent of the training seed
 VAL_SEED = 20240607
 #: the EMA decay ramps up as min(ema_decay, (1 + step) / (EMA_WARMUP + step)) so early EMAs are not the init
 EMA_WARMUP = 10
 #: independent random streams derived from the seed
 _STREAM_GLOBAL, _STREAM_LOSS, _STREAM_LOADER = 1, 2, 3
-_SEED_BITS = 63
 _SECONDS_DIGITS = 2
 _EPOCH_DIGITS = 4  #: fractional epoch of intra-epoch log rows
 _MAX_NAMES_IN_ERROR = 8
@@ -96,160 +77,6 @@ _CUBLAS_DETERMINISTIC = ":4096:8"
 class TrainingDivergedError(UserError):
     """The loss or the gradient became NaN or infinite; nothing was trained on it and no checkpoint was written."""
 
-
-def _default_model_config() -> "ModelConfig":
-    from crystalflow.flow.model import ModelConfig
-
-    return ModelConfig()
-
-
-@dataclass
-class TrainConfig:
-    """Everything that decides a training run (saved as config.json; ``model`` is the model's own config)."""
-
-    epochs: int = 100
-    batch_size: int = 8  #: clusters per step and process
-    lr: float = 1e-3
-    weight_decay: float = 0.0  #: AdamW decoupled weight decay (0: Adam)
-    grad_clip: float | None = 1.0  #: max global gradient norm (None or 0: no clipping)
-    ema_decay: float = 0.999
-    warmup_steps: int = 100  #: linear LR warmup before the cosine decay (at most a tenth of the run)
-    final_lr_ratio: float = 0.01  #: the cosine ends at lr * final_lr_ratio
-    schedule_epochs: int | None = None  #: length of the cosine schedule (None: epochs)
-    seed: int = 0
-    num_workers: int = 0  #: DataLoader worker processes
-    #: draw the training inputs x_w anew from x_s every epoch with the dataset's noise model (validation keeps
-    #: the stored x_w); see :class:`crystalflow.data.dataset.FreshNoiseDataset`
-    fresh_noise: bool = False
-    log_every: int = 50  #: steps between intra-epoch log rows (0: one row per epoch)
-    val_every: int = 1  #: epochs between validations (the last epoch is always validated)
-    checkpoint_every: int = 0  #: also checkpoint every this many steps inside epochs (0: at epoch ends only)
-    device: str = "auto"  #: auto (cuda if available), cpu or cuda
-    threads: int | None = None  #: torch CPU threads (None: torch's default)
-    max_steps: int | None = None  #: stop after this many optimizer steps in all (the schedule is unchanged)
-    deterministic: bool = True  #: on CUDA: torch.use_deterministic_algorithms(True, warn_only=True) while training
-    model: "ModelConfig" = field(default_factory=_default_model_config)
-    #: keys set explicitly by :func:`load_config` (file or overrides); None when built in code
-    explicit: frozenset[str] | None = field(default=None, init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "val_every": self.val_every}
-        for name, value in positive.items():
-            if int(value) < 1:
-                raise UserError(f"{name} must be >= 1, got {value}")
-        for name in ("schedule_epochs", "max_steps", "threads"):
-            value = getattr(self, name)
-            if value is not None and int(value) < 1:
-                raise UserError(f"{name} must be >= 1 or null, got {value}")
-        if self.lr <= 0 or self.weight_decay < 0 or (self.grad_clip is not None and self.grad_clip < 0):
-            raise UserError("lr must be > 0, weight_decay and grad_clip >= 0")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise UserError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
-        if min(self.warmup_steps, self.num_workers, self.log_every, self.checkpoint_every) < 0:
-            raise UserError("warmup_steps, num_workers, log_every and checkpoint_every must be >= 0")
-        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
-            raise UserError(f"device must be auto, cpu or cuda[:N], not {self.device!r}")
-
-    def to_dict(self) -> dict:
-        """Plain, JSON-ready dict (the model config nested under "model")."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init and f.name != "model"}
-        d["model"] = self.model.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; missing keys take their defaults, unknown keys are an error."""
-        from crystalflow.flow.model import ModelConfig
-
-        if not isinstance(d, dict):
-            raise UserError(f"training settings must be a JSON object, got {type(d).__name__}")
-        names = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UserError(f"unknown training setting(s): {', '.join(unknown)}")
-        try:
-            check_field_types(cls, d)
-        except TypeError as exc:
-            raise UserError(f"bad training setting: {exc}") from None
-        kwargs = dict(d)
-        if "model" in kwargs and not isinstance(kwargs["model"], ModelConfig):
-            if not isinstance(kwargs["model"], dict):
-                raise UserError(f"bad model setting: must be a JSON object, got {kwargs['model']!r:.40}")
-            try:
-                kwargs["model"] = ModelConfig.from_dict(kwargs["model"])
-            except (TypeError, ValueError) as exc:
-                raise UserError(f"bad model setting: {exc}") from None
-        return cls(**kwargs)
-
-
-def load_config(path: str | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults, then the JSON file at ``path`` (if any), then ``overrides`` whose value is not None.
-
-    An override may name a TrainConfig field (``epochs``, ``seed``) or a model field (``method``).
-    """
-    from crystalflow.flow.model import ModelConfig
-
-    data: dict = {}
-    if path is not None:
-        try:
-            with open(path) as f:
-                data = json.load(f)
-        except OSError as exc:
-            raise UserError(f"cannot read config {path!r}: {exc.strerror or exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"config {path!r} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("model", {}), dict):
-            raise UserError(f"config {path!r} must be a JSON object (with an optional \"model\" object)")
-    train_names = {f.name for f in dataclasses.fields(TrainConfig) if f.init}
-    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
-    model = dict(data.get("model", {}))
-    top = {k: v for k, v in data.items() if k != "model"}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        if key in train_names and key != "model":
-            top[key] = value
-        elif key in model_names:
-            model[key] = value
-        else:
-            raise UserError(f"unknown setting {key!r}")
-    config = TrainConfig.from_dict({**top, "model": {**_default_model_config().to_dict(), **model}})
-    config.explicit = frozenset(top) | frozenset(f"model.{k}" for k in model)
-    return config
-
-
-# ----------------------------------------------------------------------------------------------- helpers
-
-
-def derive_seed(*keys: int) -> int:
-    """A well-mixed non-negative 63-bit seed from integers (independent streams for (seed, purpose, rank))."""
-    state = np.random.SeedSequence([int(k) % (1 << _SEED_BITS) for k in keys]).generate_state(1, np.uint64)[0]
-    return int(state) >> (64 - _SEED_BITS)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed python, numpy and torch (all devices) global random generators."""
-    random.seed(seed)
-    np.random.seed(seed % (1 << 32))
-    torch.manual_seed(seed)
-
-
-def select_device(name: str, info: DistInfo = DistInfo()) -> torch.device:
-    """The training device: ``auto`` picks CUDA when available; each distributed process takes its local GPU."""
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise UserError("device 'cuda' was requested but CUDA is not available (set device to auto or cpu)")
-    if name not in ("auto", "cuda"):
-        return torch.device(name)
-    if not info.enabled:
-        return torch.device("cuda", torch.cuda.current_device())
-    if info.local_rank >= torch.cuda.device_count():
-        raise UserError(
-            f"process {info.rank} (local rank {info.local_rank}) has no GPU of its own: "
-            f"{torch.cuda.device_count()} visible; start at most that many processes per node or use device cpu"
-        )
-    return torch.device("cuda", info.local_rank)
 
 
 def _record_label(meta: dict, position: int) -> dict:
@@ -341,40 +168,6 @@ def cosine_lambda(total_steps: int, warmup_steps: int, final_ratio: float) -> Ca
     return factor
 
 
-def _atomic_write(path: str, write: Callable[[Any], None], mode: str = "wb") -> None:
-    """Call ``write(f)`` on ``path.tmp``, fsync, rename over ``path``: ``path`` is never half-written."""
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, mode, **({"newline": ""} if "b" not in mode else {})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def _atomic_save(obj: Any, path: str) -> None:
-    """``torch.save`` through :func:`_atomic_write`."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _atomic_copy(src: str, dst: str) -> None:
-    """Copy ``src`` to ``dst`` through :func:`_atomic_write`."""
-    def copy(f: Any) -> None:
-        with open(src, "rb") as g:
-            shutil.copyfileobj(g, f)
-
-    _atomic_write(dst, copy)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` through :func:`_atomic_write`."""
-    _atomic_write(path, lambda f: f.write(text), mode="w")
-
-
 def _csv_text(rows: list[dict]) -> str:
     lines = [",".join(LOG_COLUMNS)]
     lines += [",".join(str(r[c]) for c in LOG_COLUMNS) for r in rows]
@@ -410,25 +203,6 @@ def _as_tuples(x: Any) -> Any:
     return tuple(_as_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def load_checkpoint(path: str, device: torch.device | str = "cpu", mmap: bool = False) -> dict:
-    """The checkpoint dict at ``path`` (``torch.load``, weights only), or :class:`UserError` naming the file.
-
-    A missing, truncated or corrupt file, or one that is not a crystalflow checkpoint (a dict with the
-    training config and the EMA weights), is a one-line error instead of torch's own text.
-    """
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True, mmap=mmap)
-    except FileNotFoundError:
-        raise UserError(f"no checkpoint at {path}") from None
-    except _UNREADABLE_CHECKPOINT as exc:
-        detail = (str(exc).strip().splitlines() or [""])[0].split(". ")[0][:_MAX_DETAIL]
-        raise UserError(f"cannot read checkpoint {path} (truncated or corrupt?): {type(exc).__name__}"
-                        + (f": {detail}" if detail else "")) from None
-    if not isinstance(ckpt, dict) or not all(key in ckpt for key in _CHECKPOINT_KEYS):
-        raise UserError(f"{path} is not a crystalflow checkpoint (it lacks {' and '.join(_CHECKPOINT_KEYS)})")
-    return ckpt
-
-
 @contextlib.contextmanager
 def _torch_settings(config: TrainConfig, device: torch.device) -> Iterator[None]:
     """Thread count and deterministic algorithms for the run, restored afterwards."""
@@ -454,26 +228,6 @@ def _torch_settings(config: TrainConfig, device: torch.device) -> Iterator[None]
             torch.backends.cudnn.benchmark = benchmark
 
 
-def _merge_for_resume(saved: TrainConfig, given: TrainConfig) -> tuple[TrainConfig, list[str]]:
-    """The checkpoint's config with the resumable fields the caller set; names of ignored differing settings."""
-    explicit = given.explicit
-    changes = {}
-    ignored = []
-    for f in dataclasses.fields(TrainConfig):
-        if not f.init:
-            continue
-        mine, theirs = getattr(given, f.name), getattr(saved, f.name)
-        if f.name in RESUMABLE_FIELDS:
-            if explicit is None or f.name in explicit or f.name == "device":  # the device is where we run now
-                changes[f.name] = mine
-        elif f.name == "model":
-            if mine != theirs and (explicit is None or any(k.startswith("model.") for k in explicit)):
-                ignored.append("model")
-        elif mine != theirs and (explicit is None or f.name in explicit):
-            ignored.append(f.name)
-    return dataclasses.replace(saved, **changes), ignored
-
-
 # ----------------------------------------------------------------------------------------------- trainer
 
 
@@ -494,7 +248,7 @@ class Trainer:
         self.config = config
         self.resume = resume
         self.progress = progress
-        self.model_fn = model_fn or _build_model
+        self.model_fn = model_fn or model_for
         self.info = distributed.env_info()
         self.device = select_device(config.device, self.info)
         self.ckpt_path = os.path.join(out_dir, CHECKPOINT)
@@ -539,7 +293,7 @@ class Trainer:
                 f"{self.ckpt_path} has checkpoint format {ckpt.get('format')}, expected {CHECKPOINT_FORMAT}"
             )
         saved = TrainConfig.from_dict(ckpt["config"])
-        self.config, ignored = _merge_for_resume(saved, self.config)
+        self.config, ignored = merge_for_resume(saved, self.config)
         if ignored:
             self._warn(
                 f"resuming {self.out_dir}: keeping the checkpoint's {', '.join(ignored)} "
@@ -595,8 +349,8 @@ class Trainer:
         if ckpt is not None:
             self._restore(ckpt)
         if self.info.is_main:
-            _atomic_write_text(self.config_path, json.dumps(self.config.to_dict(), indent=2) + "\n")
-            _atomic_write_text(self.log_path, _csv_text(self.history))
+            write_json(self.config_path, self.config.to_dict())
+            write_text(self.log_path, _csv_text(self.history))
 
     def _restore(self, ckpt: dict) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -831,9 +585,9 @@ class Trainer:
         """Write checkpoint.pt (and best.pt) atomically from rank 0; every process must call it."""
         state = self.checkpoint_state()
         if self.info.is_main:
-            _atomic_save(state, self.ckpt_path)
+            save_checkpoint_file(state, self.ckpt_path)
             if best:
-                _atomic_copy(self.ckpt_path, self.best_path)
+                copy_file(self.ckpt_path, self.best_path)
         self.saved_epoch = self.epoch
         distributed.barrier()
 
@@ -890,12 +644,6 @@ class Trainer:
         }
 
 
-def _build_model(config: TrainConfig) -> nn.Module:
-    from crystalflow.flow.model import build_model
-
-    return build_model(config.model)
-
-
 def train(
     dataset_dir: str,
     out_dir: str,
@@ -920,54 +668,3 @@ def train(
     finally:
         if created:
             distributed.cleanup()
-
-
-def load_model(
-    run_dir: str,
-    which: str = "ema",
-    model_fn: Callable[[TrainConfig], nn.Module] | None = None,
-    device: torch.device | str = "cpu",
-) -> tuple[nn.Module, TrainConfig]:
-    """A trained model (in eval mode) and its config from a run directory (or a checkpoint file).
-
-    ``which``: ``ema`` (EMA weights of the last checkpoint, the default), ``best`` (EMA weights of best.pt,
-    the epoch of lowest validation loss) or ``last`` (raw weights of the last checkpoint).
-    """
-    if which not in ("ema", "best", "last"):
-        raise UserError(f"which must be ema, best or last, not {which!r}")
-    if os.path.isdir(run_dir):
-        path = os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
-    elif os.path.isfile(run_dir):
-        path = run_dir
-    else:
-        raise UserError(f"no training run at {run_dir!r}")
-    ckpt = load_checkpoint(path)
-    config = TrainConfig.from_dict(ckpt["config"])
-    key = "model" if which == "last" else "ema"
-    if key not in ckpt:
-        raise UserError(f"{path} holds no raw weights (an exported model keeps only the EMA ones): use ema")
-    model = (model_fn or _build_model)(config)
-    try:
-        model.load_state_dict(ckpt[key])
-    except RuntimeError:  # torch lists every missing and unexpected tensor
-        raise UserError(f"the weights in {path} do not fit the model its config describes "
-                        "(a checkpoint of another crystalflow version?)") from None
-    return model.to(device).eval(), config
-
-
-def export_model(run_dir: str, out_dir: str, which: str = "best") -> str:
-    """Write an inference-only model (config + EMA weights, no optimizer state) to ``out_dir``.
-
-    The result (``checkpoint.pt`` + ``config.json``) loads with :func:`load_model` and is what the
-    package ships as its default model. ``which``: ``best`` (lowest validation loss) or ``ema`` (last).
-    """
-    if which not in ("best", "ema"):
-        raise UserError(f"which must be best or ema, not {which!r}")
-    path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
-    ckpt = load_checkpoint(path)
-    prepare_output_dir(out_dir)
-    slim = {"config": ckpt["config"], "ema": ckpt["ema"], "epoch": ckpt.get("epoch"), "step": ckpt.get("step"),
-            "best_val_loss": ckpt.get("best_val_loss")}
-    _atomic_save(slim, os.path.join(out_dir, CHECKPOINT))
-    _atomic_write_text(os.path.join(out_dir, "config.json"), json.dumps(ckpt["config"], indent=2) + "\n")
-    return out_dir
