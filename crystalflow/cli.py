@@ -11,6 +11,29 @@ import sys
 
 from crystalflow.common.errors import UserError
 from crystalflow.common.version import __version__
+from crystalflow.common.vocabulary import (
+    ALL_SPLITS,
+    BASELINES,
+    BENCHMARK_VARIANTS,
+    DEFAULT_BATCH_CLUSTERS,
+    DEFAULT_CANDIDATES,
+    DEFAULT_EXPORT_WEIGHTS,
+    DEFAULT_MAX_ATOMS,
+    DEFAULT_NOISE_PRESET,
+    DEFAULT_SOLVER,
+    DEFAULT_SPLIT_BY,
+    DEFAULT_STEPS,
+    DEFAULT_WEIGHTS,
+    DEMO_EPOCHS,
+    EXPORT_FORMATS,
+    EXPORT_WEIGHTS,
+    METHODS,
+    NOISE_PRESET_NAMES,
+    SOLVERS,
+    SPLIT_BY,
+    SPLIT_CHOICES,
+    WEIGHTS,
+)
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -63,7 +86,7 @@ def _inputs_line(summary: dict) -> str:
 def _cmd_export(args: argparse.Namespace) -> None:
     from crystalflow.data.cluster17_csv import export_cluster17
 
-    if args.format != "cluster17-csv":
+    if args.format not in EXPORT_FORMATS:
         raise UserError(f"unknown export format {args.format!r}")
     n = export_cluster17(args.dataset_dir, args.output, split=args.split, progress=not args.quiet)
     print(f"wrote {n} clusters to {args.output} (FinalPositions/, InitialPositions/)")
@@ -106,7 +129,7 @@ def _cmd_export_model(args: argparse.Namespace) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> None:
-    from crystalflow.evaluation.sampling import SOLVERS, sample_dataset
+    from crystalflow.evaluation.sampling import sample_dataset
     from crystalflow.training.checkpoint import load_model
     from crystalflow.training.device import select_device
 
@@ -178,8 +201,6 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``crystalflow`` command."""
-    from crystalflow.data.noise import DEFAULT_PRESET, NOISE_PRESETS
-
     p = argparse.ArgumentParser(prog="crystalflow", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"crystalflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -190,11 +211,13 @@ def make_parser() -> argparse.ArgumentParser:
     b.add_argument("--inversion", action="store_true", help="mirror each molecule through its centre with p=0.5")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
-    b.add_argument("--noise", choices=sorted(NOISE_PRESETS), default=DEFAULT_PRESET, help="noise preset (README)")
+    b.add_argument("--noise", choices=sorted(NOISE_PRESET_NAMES), default=DEFAULT_NOISE_PRESET,
+                   help="noise preset (README)")
     b.add_argument("--samples-per-crystal", type=_positive, default=1, help="noise draws per crystal")
-    b.add_argument("--max-atoms", type=_positive, default=200, help="largest molecule kept (atoms incl. H)")
+    b.add_argument("--max-atoms", type=_positive, default=DEFAULT_MAX_ATOMS,
+                   help="largest molecule kept (atoms incl. H)")
     b.add_argument("--limit", type=_positive, default=None, help="keep the first N accepted crystals (COD-5K: 5000)")
-    b.add_argument("--split-by", choices=["crystal", "cluster"], default="crystal",
+    b.add_argument("--split-by", choices=SPLIT_BY, default=DEFAULT_SPLIT_BY,
                    help="crystal: all clusters of one crystal share a split (default)")
     b.add_argument("--overwrite", action="store_true", help="discard an existing build in the output directory")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
@@ -203,8 +226,8 @@ def make_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("export", help="write a dataset in the released COD-Cluster17 CSV layout")
     e.add_argument("dataset_dir")
     e.add_argument("-o", "--output", required=True)
-    e.add_argument("--format", default="cluster17-csv", choices=["cluster17-csv"])
-    e.add_argument("--split", default="all", choices=["train", "valid", "test", "all"])
+    e.add_argument("--format", default=EXPORT_FORMATS[0], choices=EXPORT_FORMATS)
+    e.add_argument("--split", default=ALL_SPLITS, choices=SPLIT_CHOICES)
     e.add_argument("-q", "--quiet", action="store_true")
     e.set_defaults(func=_cmd_export)
 
@@ -218,12 +241,12 @@ def make_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("stats", help="dataset statistics: the paper's Figures 3-5 as PNG plus CSV")
     s.add_argument("dataset_dir")
     s.add_argument("-o", "--output", required=True)
-    s.add_argument("--split", default="all", choices=["train", "valid", "test", "all"])
+    s.add_argument("--split", default=ALL_SPLITS, choices=SPLIT_CHOICES)
     s.set_defaults(func=_cmd_stats)
 
     t = sub.add_parser("train", help="train GNN-MD, CrystalSDE-VE/VP or CrystalFlow-LERP on a dataset")
     t.add_argument("dataset_dir")
-    t.add_argument("--method", choices=["lerp", "ve", "vp", "gnn-md", "rigid"], default=None)
+    t.add_argument("--method", choices=METHODS, default=None)
     t.add_argument("-o", "--output", required=True, help="run directory (checkpoint, config, log)")
     t.add_argument("--epochs", type=_positive, default=None)
     t.add_argument("--seed", type=int, default=None)
@@ -237,22 +260,22 @@ def make_parser() -> argparse.ArgumentParser:
     em = sub.add_parser("export-model", help="write an inference-only model (config + EMA weights) from a run")
     em.add_argument("run_dir")
     em.add_argument("-o", "--output", required=True)
-    em.add_argument("--weights", default="best", choices=["best", "ema"])
+    em.add_argument("--weights", default=DEFAULT_EXPORT_WEIGHTS, choices=EXPORT_WEIGHTS)
     em.set_defaults(func=_cmd_export_model)
 
     sm = sub.add_parser("sample", help="predict crystals for a dataset split with a trained model")
     sm.add_argument("run_dir", help="training run directory (or checkpoint file)")
     sm.add_argument("dataset_dir")
-    sm.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    sm.add_argument("--split", default="test", choices=SPLIT_CHOICES)
     sm.add_argument("-o", "--output", required=True, help="prediction directory to create")
     sm.add_argument("--samples", type=_positive, default=1, help="K samples per cluster (PM is the min over K)")
-    sm.add_argument("--steps", type=_positive, default=20, help="fixed steps of euler/rk4")
-    sm.add_argument("--solver", default="euler", choices=["euler", "rk4", "dopri5"])
+    sm.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="fixed steps of euler/rk4")
+    sm.add_argument("--solver", default=DEFAULT_SOLVER, choices=SOLVERS)
     sm.add_argument("--trajectory", type=int, default=0, metavar="FRAMES", help="keep FRAMES+1 trajectory frames")
-    sm.add_argument("--weights", default="ema", choices=["ema", "best", "last"])
+    sm.add_argument("--weights", default=DEFAULT_WEIGHTS, choices=WEIGHTS)
     sm.add_argument("--rigid", action="store_true",
                     help="replace each predicted molecule by the input conformer superposed onto it")
-    sm.add_argument("--batch", type=_positive, default=4, help="clusters per batch")
+    sm.add_argument("--batch", type=_positive, default=DEFAULT_BATCH_CLUSTERS, help="clusters per batch")
     sm.add_argument("--seed", type=int, default=0)
     sm.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     sm.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
@@ -267,9 +290,9 @@ def make_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=_cmd_evaluate)
 
     bl = sub.add_parser("baseline", help="identity or PackMol predictions for a dataset split")
-    bl.add_argument("name", choices=["identity", "packmol"])
+    bl.add_argument("name", choices=BASELINES)
     bl.add_argument("dataset_dir")
-    bl.add_argument("--split", default="test", choices=["train", "valid", "test", "all"])
+    bl.add_argument("--split", default="test", choices=SPLIT_CHOICES)
     bl.add_argument("-o", "--output", required=True)
     bl.add_argument("--samples", type=_positive, default=1)
     bl.add_argument("--seed", type=int, default=0)
@@ -282,9 +305,9 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("molecule", help="SMILES, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule (CIF: its first)")
     pr.add_argument("-o", "--output", required=True, help="directory for the candidates and the viewer")
     pr.add_argument("--model", default=None, help="training run directory (default: the shipped model)")
-    pr.add_argument("--samples", type=_positive, default=8, help="number of candidates K")
+    pr.add_argument("--samples", type=_positive, default=DEFAULT_CANDIDATES, help="number of candidates K")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--steps", type=_positive, default=20, help="Euler steps of the flow")
+    pr.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="Euler steps of the flow")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 
@@ -292,11 +315,11 @@ def make_parser() -> argparse.ArgumentParser:
     bm.add_argument("--quick", action="store_true", help="embedded COD set, small model, Tables 1-2 (about 13 min on 2 cores)")
     bm.add_argument("--shared", default=os.path.join("..", "shared", "data"), help="folder with cod/ csd500/ ocelot/")
     bm.add_argument("--seeds", type=_positive, default=None, help="number of seeds (default 3)")
-    bm.add_argument("--methods", nargs="*", choices=["gnn-md", "ve", "vp", "lerp", "rigid"], default=None,
+    bm.add_argument("--methods", nargs="*", choices=METHODS, default=None,
                     help="learned methods to run (default: all; none: baselines only)")
-    bm.add_argument("--baselines", nargs="*", choices=["identity", "packmol"], default=None,
+    bm.add_argument("--baselines", nargs="*", choices=BASELINES, default=None,
                     help="baselines to run (default: both; none: learned methods only)")
-    bm.add_argument("--variants", nargs="+", choices=["plain", "inversion", "melt"], default=None,
+    bm.add_argument("--variants", nargs="+", choices=BENCHMARK_VARIANTS, default=None,
                     help="noise variants, i.e. tables (default: all three; with --quick: plain inversion)")
     bm.add_argument("--jobs", type=_positive, default=None,
                     help="tasks run at once in worker processes, e.g. trainings sharing a GPU "
@@ -308,7 +331,7 @@ def make_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the whole pipeline on the embedded COD set: data, training, evaluation, aspirin, report")
     d.add_argument("-o", "--output", default="crystalflow-demo")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--epochs", type=_positive, default=4, help="training epochs of the demo model")
+    d.add_argument("--epochs", type=_positive, default=DEMO_EPOCHS, help="training epochs of the demo model")
     d.add_argument("--workers", type=_positive, default=max(1, os.cpu_count() or 1))
     d.add_argument("-q", "--quiet", action="store_true")
     d.set_defaults(func=_cmd_demo)

@@ -25,6 +25,7 @@ from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import embedded_cif_dir
 from crystalflow.common.version import __version__
+from crystalflow.common.vocabulary import BASELINES, DEFAULT_MAX_ATOMS, DEFAULT_STEPS, METHODS
 from crystalflow.data.build import build_dataset
 from crystalflow.data.noise import noise_model
 from crystalflow.data.pipeline import BuildSettings
@@ -33,14 +34,13 @@ from crystalflow.evaluation.metrics import RANDOM_ORIENTATION_DEG
 if TYPE_CHECKING:
     from crystalflow.training.config import TrainConfig
 
-METHODS = ("gnn-md", "ve", "vp", "lerp", "rigid")
-BASELINES = ("identity", "packmol")
 LABELS = {
     "gnn-md": "GNN-MD", "ve": "CrystalSDE-VE", "vp": "CrystalSDE-VP", "lerp": "CrystalFlow-LERP",
     "rigid": "CrystalFlow-Rigid (ours)",
     "identity": "identity (x_w)", "packmol": "PackMol",
 }
-#: noise variants: name -> (noise preset, inversion) and the title of its table
+#: noise variants (:data:`crystalflow.common.vocabulary.BENCHMARK_VARIANTS`): name -> (noise preset, inversion)
+#: and the title of its table
 VARIANTS = {"plain": ("solution", False), "inversion": ("solution", True), "melt": ("melt", False)}
 TITLES = {
     "plain": "Table 1: without inversion",
@@ -51,6 +51,8 @@ TITLES = {
 #: crystal (endpoint) from x_t alone, trained with fresh noise draws every epoch
 OURS_MODEL = {"backbone": "molecule-painn", "prediction": "endpoint", "condition_on_input": False}
 OURS = "rigid"
+#: the learned methods in the order of the paper's tables (that of LABELS), in which they run and are reported
+TABLE_METHODS = tuple(name for name in LABELS if name in METHODS)
 #: learned methods run on a variant, where not all: Table 3 is not the paper's, it compares the paper's flow
 #: (LERP) with ours and the baselines
 VARIANT_METHODS = {"melt": ("lerp", OURS)}
@@ -85,15 +87,15 @@ class BenchmarkPlan:
 
     sources: list[str]
     seeds: tuple[int, ...] = (0, 1, 2)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = TABLE_METHODS
     baselines: tuple[str, ...] = BASELINES
     variants: tuple[str, ...] = tuple(VARIANTS)
     epochs: int = 20
     batch_size: int = 4
-    max_atoms: int = 200
+    max_atoms: int = DEFAULT_MAX_ATOMS
     samples_per_crystal: int = 1
     samples: int = 4  #: K samples per test cluster
-    steps: int = 20
+    steps: int = DEFAULT_STEPS
     model: dict = field(default_factory=dict)  #: ModelConfig overrides
     workers: int = 2
     #: epochs of our method per variant (fresh noise every epoch, batch OURS_BATCH); missing: FULL_OURS_EPOCHS

@@ -12,9 +12,9 @@ import time
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.io import write_json, write_text
 from crystalflow.common.resources import embedded_cif_dir
+from crystalflow.common.vocabulary import DEMO_EPOCHS
 
-#: training budget of the demo model (epochs over the embedded train split)
-DEMO_EPOCHS = 4
+#: K samples per test cluster, and the flow's steps in every prediction of the demo
 DEMO_SAMPLES = 2
 DEMO_STEPS = 10
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"

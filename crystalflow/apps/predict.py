@@ -57,7 +57,8 @@ from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import resource_path
-from crystalflow.data.noise import DEFAULT_PRESET, NoiseModel, apply_noise, noise_model
+from crystalflow.common.vocabulary import DEFAULT_CANDIDATES, DEFAULT_NOISE_PRESET, DEFAULT_STEPS
+from crystalflow.data.noise import NoiseModel, apply_noise, noise_model
 from crystalflow.data.pipeline import DENSITY_FACTOR
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.evaluation.metrics import collision_pairs, compactness, rigidity
@@ -73,10 +74,6 @@ if TYPE_CHECKING:
 
 #: molecules per predicted cluster (the central one and its 16 nearest neighbours, as in COD-Cluster17)
 N_MOLECULES = N_NEIGHBOURS + 1
-#: default number of candidates K
-DEFAULT_SAMPLES = 8
-#: default Euler steps of the flow
-DEFAULT_STEPS = 20
 #: density (g/cm³) of the placeholder lattice the starting clusters are made from
 DEFAULT_DENSITY = 1.3
 #: typical density range (g/cm³) of organic molecular crystals
@@ -232,7 +229,7 @@ def resolve_model(model: object = None) -> tuple[torch.nn.Module, str, NoiseMode
 
     if isinstance(model, (CrystalModel, torch.nn.Module)):
         return (model.eval(), f"in-memory {type(model).__name__} ({_describe_config(model)})",
-                noise_model(DEFAULT_PRESET), f"default preset '{DEFAULT_PRESET}'")
+                noise_model(DEFAULT_NOISE_PRESET), f"default preset '{DEFAULT_NOISE_PRESET}'")
     if model is None:
         run_dir = default_model_dir()
         if not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
@@ -247,7 +244,7 @@ def resolve_model(model: object = None) -> tuple[torch.nn.Module, str, NoiseMode
         raise UserError(f"model must be None, a run directory or a CrystalModel, not {type(model).__name__}")
     net, _ = load_model(run_dir, "ema")
     found = run_noise(run_dir if os.path.isdir(run_dir) else os.path.dirname(os.path.abspath(run_dir)))
-    noise, where = found if found else (noise_model(DEFAULT_PRESET), f"default preset '{DEFAULT_PRESET}'")
+    noise, where = found if found else (noise_model(DEFAULT_NOISE_PRESET), f"default preset '{DEFAULT_NOISE_PRESET}'")
     return net.eval(), f"{label} (EMA weights; {_describe_config(net)})", noise, where
 
 
@@ -379,7 +376,7 @@ def starting_clusters(mol: Molecule3D, k: int, noise: NoiseModel | None = None, 
     """
     if k < 1:
         raise UserError(f"the number of samples must be >= 1, got {k}")
-    noise = noise if noise is not None else noise_model(DEFAULT_PRESET)
+    noise = noise if noise is not None else noise_model(DEFAULT_NOISE_PRESET)
     x_s, info = packed_arrangement(mol, density, seed)
     rng = np.random.default_rng([seed, _STREAM_NOISE])
     records = []
@@ -397,7 +394,7 @@ def _say(progress: bool, message: str) -> None:
         print(f"crystalflow predict: {message}", file=sys.stderr, flush=True)
 
 
-def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int = DEFAULT_SAMPLES,
+def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int = DEFAULT_CANDIDATES,
             seed: int = 0, steps: int = DEFAULT_STEPS, out_dir: str | None = None, progress: bool = True,
             density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None, rigid: bool = True) -> list[Candidate]:
     """Predict K = ``samples`` candidate packings of ``molecule``, best (lowest score) first.

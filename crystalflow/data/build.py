@@ -31,12 +31,12 @@ from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import REASONS, RejectError, UserError
 from crystalflow.common.io import is_temp_name, write_csv, write_json, write_text
 from crystalflow.common.version import __version__
+from crystalflow.common.vocabulary import DEFAULT_SPLIT_BY, SPLIT_BY, SPLITS
 from crystalflow.data.pipeline import BuildSettings, process_cif
 from crystalflow.data.shards import read_shard_tables, write_shard
 from crystalflow.structure.contacts import VALIDITY_OVERLAP
 
 CIF_SUFFIXES = (".cif", ".CIF")
-SPLITS = ("train", "valid", "test")
 SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 CLUSTER_COLUMNS = [
     "index", "split", "shard", "row", "key", "sample", "name", "cod_id", "formula", "spacegroup",
@@ -125,7 +125,7 @@ def build_dataset(
     settings: BuildSettings = BuildSettings(),
     workers: int = 1,
     limit: int | None = None,
-    split_by: str = "crystal",
+    split_by: str = DEFAULT_SPLIT_BY,
     overwrite: bool = False,
     progress: bool = True,
 ) -> BuildResult:
@@ -207,10 +207,10 @@ def assign_splits(groups: list[str], seed: int) -> list[str]:
     return [split_of[g] for g in groups]
 
 
-def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, split_by: str = "crystal") -> dict:
+def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, split_by: str = DEFAULT_SPLIT_BY) -> dict:
     """Write clusters.csv, rejects.csv and the summary from the finished shards."""
-    if split_by not in ("crystal", "cluster"):
-        raise UserError(f"--split-by must be 'crystal' or 'cluster', not {split_by!r}")
+    if split_by not in SPLIT_BY:
+        raise UserError(f"--split-by must be {' or '.join(map(repr, SPLIT_BY))}, not {split_by!r}")
     shard_dir = os.path.join(out_dir, "shards")
     shards = sorted(n for n in os.listdir(shard_dir) if n.endswith(".h5"))
     rows, rejects, crystals = [], [], []

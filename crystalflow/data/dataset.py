@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from crystalflow.common.errors import UserError
+from crystalflow.common.vocabulary import SPLIT_CHOICES
 from crystalflow.data.shards import ClusterRecord, ShardReader
 
 if TYPE_CHECKING:
@@ -40,8 +41,8 @@ class ClusterDataset(Dataset):
     """Clusters of one split of a dataset directory, read lazily from the HDF5 shards."""
 
     def __init__(self, root: str, split: str = "train") -> None:
-        if split not in ("train", "valid", "test", "all"):
-            raise UserError(f"split must be train, valid, test or all, not {split!r}")
+        if split not in SPLIT_CHOICES:
+            raise UserError(f"split must be {', '.join(SPLIT_CHOICES[:-1])} or {SPLIT_CHOICES[-1]}, not {split!r}")
         self.root = root
         self.split = split
         self.rows = [r for r in read_index(root) if split == "all" or r["split"] == split]

@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from crystalflow.common.vocabulary import DEFAULT_NOISE_PRESET
 from crystalflow.structure.contacts import ContactAtoms
 from crystalflow.structure.molecules import centre_of_mass
 
@@ -61,10 +62,9 @@ NOISE_PRESETS: dict[str, NoiseModel] = {
     "liquid": NoiseModel(rotation_deg=None, displacement=1.0, spread=1.2),
     "solution": NoiseModel(rotation_deg=None, displacement=1.5, spread=1.6),
 }
-DEFAULT_PRESET = "solution"
 
 
-def noise_model(preset: str = DEFAULT_PRESET, inversion: bool = False) -> NoiseModel:
+def noise_model(preset: str = DEFAULT_NOISE_PRESET, inversion: bool = False) -> NoiseModel:
     """The named preset, with inversion probability 0.5 when ``inversion`` is set."""
     if preset not in NOISE_PRESETS:
         raise ValueError(f"unknown noise preset {preset!r}; choose from {', '.join(NOISE_PRESETS)}")

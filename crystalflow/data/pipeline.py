@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from crystalflow.common.errors import RejectError
+from crystalflow.common.vocabulary import DEFAULT_MAX_ATOMS, DEFAULT_NOISE_PRESET
 from crystalflow.data.noise import NoiseModel, apply_noise, noise_model
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.structure.cif import Crystal, read_cif
@@ -36,9 +37,9 @@ class BuildSettings:
     """Everything that decides what a build produces (recorded in build.json and summary.json)."""
 
     noise: NoiseModel = field(default_factory=noise_model)
-    noise_preset: str = "solution"
+    noise_preset: str = DEFAULT_NOISE_PRESET
     samples_per_crystal: int = 1
-    max_atoms: int = 200  #: atoms per molecule, hydrogens included
+    max_atoms: int = DEFAULT_MAX_ATOMS  #: atoms per molecule, hydrogens included
     neighbours: int = N_NEIGHBOURS
     bond_tolerance: float = BOND_TOLERANCE
     seed: int = 0

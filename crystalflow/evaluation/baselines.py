@@ -25,11 +25,11 @@ from tqdm import tqdm
 
 from crystalflow.common.errors import UserError
 from crystalflow.common.version import __version__
+from crystalflow.common.vocabulary import BASELINES
 from crystalflow.data.dataset import ClusterDataset
 from crystalflow.evaluation.predictions import PredictionWriter
 from crystalflow.structure.elements import ATOMIC_MASS, symbol
 
-BASELINES = ("identity", "packmol")
 #: PackMol's minimum distance (Å) between atoms of different molecules
 PACKMOL_TOLERANCE = 2.0
 #: crystal density (g/cm³) assumed when a cluster's meta has none (typical of organic crystals)

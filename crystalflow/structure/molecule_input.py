@@ -32,13 +32,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from crystalflow.common.errors import REASONS, RejectError, UserError
+from crystalflow.common.vocabulary import DEFAULT_MAX_ATOMS
 from crystalflow.structure.elements import ATOMIC_MASS, COVALENT_RADIUS, atomic_number, formula, symbol
 from crystalflow.structure.molecules import BOND_TOLERANCE, HYDROGEN_BOND_TOLERANCE
 
 #: elements of the training data (COD organic crystals); anything else is refused
 ALLOWED_ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I")
 #: largest molecule accepted, hydrogens included (the dataset's ``max_atoms`` default)
-MAX_ATOMS = 200
+MAX_ATOMS = DEFAULT_MAX_ATOMS
 #: file types read by :func:`read_molecule`, by lower-case suffix
 FILE_TYPES = {".sdf": "sdf", ".sd": "sdf", ".mol": "mol", ".xyz": "xyz", ".pdb": "pdb", ".ent": "pdb", ".cif": "cif"}
 #: a heavy-atom bond shorter than (sum of gemmi's covalent radii - this, Å) is taken as multiple/aromatic:

@@ -24,6 +24,7 @@ from torch import nn
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_json
+from crystalflow.common.vocabulary import DEFAULT_EXPORT_WEIGHTS, DEFAULT_WEIGHTS, EXPORT_WEIGHTS, WEIGHTS
 from crystalflow.training.config import TrainConfig
 
 CHECKPOINT = "checkpoint.pt"
@@ -74,7 +75,7 @@ def model_for(config: TrainConfig) -> nn.Module:
 
 def load_model(
     run_dir: str,
-    which: str = "ema",
+    which: str = DEFAULT_WEIGHTS,
     model_fn: Callable[[TrainConfig], nn.Module] | None = None,
     device: torch.device | str = "cpu",
 ) -> tuple[nn.Module, TrainConfig]:
@@ -83,8 +84,8 @@ def load_model(
     ``which``: ``ema`` (EMA weights of the last checkpoint, the default), ``best`` (EMA weights of best.pt,
     the epoch of lowest validation loss) or ``last`` (raw weights of the last checkpoint).
     """
-    if which not in ("ema", "best", "last"):
-        raise UserError(f"which must be ema, best or last, not {which!r}")
+    if which not in WEIGHTS:
+        raise UserError(f"which must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, not {which!r}")
     if os.path.isdir(run_dir):
         path = os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
     elif os.path.isfile(run_dir):
@@ -105,14 +106,14 @@ def load_model(
     return model.to(device).eval(), config
 
 
-def export_model(run_dir: str, out_dir: str, which: str = "best") -> str:
+def export_model(run_dir: str, out_dir: str, which: str = DEFAULT_EXPORT_WEIGHTS) -> str:
     """Write an inference-only model (config + EMA weights, no optimizer state) to ``out_dir``.
 
     The result (``checkpoint.pt`` + ``config.json``) loads with :func:`load_model` and is what the
     package ships as its default model. ``which``: ``best`` (lowest validation loss) or ``ema`` (last).
     """
-    if which not in ("best", "ema"):
-        raise UserError(f"which must be best or ema, not {which!r}")
+    if which not in EXPORT_WEIGHTS:
+        raise UserError(f"which must be {' or '.join(EXPORT_WEIGHTS)}, not {which!r}")
     path = run_dir if os.path.isfile(run_dir) else os.path.join(run_dir, BEST if which == "best" else CHECKPOINT)
     ckpt = load_checkpoint(path)
     prepare_output_dir(out_dir)
