@@ -17,8 +17,9 @@ from conftest import write
 
 from crystalflow.cli import main
 from crystalflow.common.errors import UserError
-from crystalflow.data.build import assign_splits, build_dataset
+from crystalflow.data.build import build_dataset
 from crystalflow.data.dataset import ClusterDataset, collate
+from crystalflow.data.index import assign_splits
 from crystalflow.data.pipeline import BuildSettings
 
 

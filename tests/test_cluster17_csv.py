@@ -12,7 +12,7 @@ import pytest
 
 import crystalflow
 from crystalflow.common.errors import REASONS, UserError
-from crystalflow.data.build import CLUSTER_COLUMNS, assign_splits, build_dataset
+from crystalflow.data.build import build_dataset
 from crystalflow.data.cluster17_csv import (
     HEADER,
     _Bad,
@@ -21,10 +21,10 @@ from crystalflow.data.cluster17_csv import (
     export_cluster17,
     format_cluster,
     import_cluster17,
-    iter_clusters,
     parse_cluster_csv,
 )
 from crystalflow.data.dataset import ClusterDataset
+from crystalflow.data.index import CLUSTER_COLUMNS, assign_splits, iter_clusters
 from crystalflow.data.pipeline import BuildSettings
 
 #: the four smallest accepted embedded COD crystals (12-20 atoms per molecule)

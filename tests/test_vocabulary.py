@@ -70,7 +70,7 @@ def test_cli_defaults_are_the_vocabulary_defaults() -> None:
 
 def test_the_library_uses_the_same_names() -> None:
     from crystalflow.apps import benchmark, predict
-    from crystalflow.data import build, noise, pipeline
+    from crystalflow.data import index, noise, pipeline
     from crystalflow.evaluation import baselines
     from crystalflow.flow import model
     from crystalflow.structure import molecule_input
@@ -78,7 +78,7 @@ def test_the_library_uses_the_same_names() -> None:
     assert tuple(noise.NOISE_PRESETS) == V.NOISE_PRESET_NAMES
     assert pipeline.BuildSettings().noise_preset == V.DEFAULT_NOISE_PRESET
     assert pipeline.BuildSettings().max_atoms == molecule_input.MAX_ATOMS == V.DEFAULT_MAX_ATOMS
-    assert build.SPLITS == V.SPLITS
+    assert index.SPLITS == V.SPLITS
     assert baselines.BASELINES == V.BASELINES
     assert benchmark.BASELINES == V.BASELINES and set(benchmark.TABLE_METHODS) == set(V.METHODS)
     assert tuple(benchmark.VARIANTS) == V.BENCHMARK_VARIANTS

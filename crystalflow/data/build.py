@@ -5,7 +5,7 @@ Layout of DATASET_DIR::
     build.json      settings and the sorted input list's location (decides what a re-run continues)
     inputs.txt      the input files, one per line, in processing order
     shards/         shard-00000.h5 ... (see :mod:`crystalflow.data.shards`), one per chunk of inputs
-    clusters.csv    one row per cluster: index, shard, row, split and metadata
+    clusters.csv    one row per cluster: index, shard, row, split and metadata (see :mod:`crystalflow.data.index`)
     rejects.csv     file, reason, detail for every input that was not used
     summary.json    counts, reject reasons tallied, noise parameters, seed, version, splits
 
@@ -14,35 +14,27 @@ finished shard. ``finalize`` (run at the end of every build) writes the three ta
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing as mp
 import os
 import sys
 import time
 import traceback
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 from tqdm import tqdm
 
 from crystalflow.common.checks import prepare_output_dir
-from crystalflow.common.errors import REASONS, RejectError, UserError
-from crystalflow.common.io import is_temp_name, write_csv, write_json, write_text
+from crystalflow.common.errors import RejectError, UserError
+from crystalflow.common.io import is_temp_name, write_json, write_text
 from crystalflow.common.version import __version__
-from crystalflow.common.vocabulary import DEFAULT_SPLIT_BY, SPLIT_BY, SPLITS
+from crystalflow.common.vocabulary import DEFAULT_SPLIT_BY, SPLIT_BY
+from crystalflow.data.index import SHARD_DIR, assign_splits, write_index
 from crystalflow.data.pipeline import BuildSettings, process_cif
 from crystalflow.data.shards import read_shard_tables, write_shard
-from crystalflow.structure.contacts import VALIDITY_OVERLAP
 
 CIF_SUFFIXES = (".cif", ".CIF")
-SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
-CLUSTER_COLUMNS = [
-    "index", "split", "shard", "row", "key", "sample", "name", "cod_id", "formula", "spacegroup",
-    "sg_number", "z_prime", "z", "n_atoms", "n_molecules", "density", "source",
-    "noise_angle", "noise_push", "x_w_max_overlap",
-]
 
 
 @dataclass
@@ -92,7 +84,7 @@ def _process_chunk(args: tuple[int, list[tuple[str, str]], str, dict]) -> dict:
 
 def _prepare(input_dir: str, out_dir: str, settings: BuildSettings, workers: int, overwrite: bool):
     """Create or re-open DATASET_DIR; returns the input list (relative keys) and the chunk size."""
-    prepare_output_dir(out_dir, ("shards",))
+    prepare_output_dir(out_dir, (SHARD_DIR,))
     cfg_path = os.path.join(out_dir, "build.json")
     wanted = {"input_dir": os.path.abspath(input_dir), "settings": settings.to_dict()}
     if os.path.exists(cfg_path) and not overwrite:
@@ -106,8 +98,8 @@ def _prepare(input_dir: str, out_dir: str, settings: BuildSettings, workers: int
             keys = [line.rstrip("\n") for line in f if line.strip()]
         return keys, cfg["chunk_size"]
     if overwrite:
-        for name in os.listdir(os.path.join(out_dir, "shards")):
-            os.remove(os.path.join(out_dir, "shards", name))
+        for name in os.listdir(os.path.join(out_dir, SHARD_DIR)):
+            os.remove(os.path.join(out_dir, SHARD_DIR, name))
     paths = list_cifs(input_dir)
     if not paths:
         raise UserError(f"no .cif files found under {input_dir!r}")
@@ -135,7 +127,7 @@ def build_dataset(
         raise UserError(f"input {input_dir!r} does not exist")
     keys, chunk = _prepare(input_dir, out_dir, settings, workers, overwrite)
     base = input_dir if os.path.isdir(input_dir) else os.path.dirname(input_dir)
-    shard_dir = os.path.join(out_dir, "shards")
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
     for name in os.listdir(shard_dir):  # a partial shard from an interrupted run is never read
         if is_temp_name(name):
             os.remove(os.path.join(shard_dir, name))
@@ -192,26 +184,12 @@ def _prefix_complete(shard_paths: list[str], limit: int) -> bool:
     return False
 
 
-def assign_splits(groups: list[str], seed: int) -> list[str]:
-    """Exact 80/10/10 split of the distinct ``groups``, by a seeded hash order; returns one split per item."""
-    distinct = sorted(set(groups), key=lambda g: hashlib.sha256(f"{seed}:{g}".encode()).hexdigest())
-    n = len(distinct)
-    n_train = int(round(SPLIT_FRACTIONS[0] * n))
-    n_valid = int(round(SPLIT_FRACTIONS[1] * n))
-    if n >= 3:  # every split gets at least one group when there are enough
-        n_valid = max(n_valid, 1)
-        n_train = min(n_train, n - n_valid - 1)
-    split_of = {}
-    for rank, g in enumerate(distinct):
-        split_of[g] = "train" if rank < n_train else "valid" if rank < n_train + n_valid else "test"
-    return [split_of[g] for g in groups]
-
-
 def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, split_by: str = DEFAULT_SPLIT_BY) -> dict:
-    """Write clusters.csv, rejects.csv and the summary from the finished shards."""
+    """Write clusters.csv, rejects.csv (:func:`crystalflow.data.index.write_index`) and the summary from the
+    finished shards: the first ``limit`` accepted crystals in input order, split by crystal or by cluster."""
     if split_by not in SPLIT_BY:
         raise UserError(f"--split-by must be {' or '.join(map(repr, SPLIT_BY))}, not {split_by!r}")
-    shard_dir = os.path.join(out_dir, "shards")
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
     shards = sorted(n for n in os.listdir(shard_dir) if n.endswith(".h5"))
     rows, rejects, crystals = [], [], []
     for name in shards:
@@ -226,56 +204,22 @@ def finalize(out_dir: str, settings: BuildSettings, limit: int | None = None, sp
     group = [r["key"] if split_by == "crystal" else f"{r['key']}#{r['sample']}" for r in rows]
     for i, (row, split) in enumerate(zip(rows, assign_splits(group, settings.seed))):
         row["index"], row["split"] = i, split
-    write_csv(os.path.join(out_dir, "clusters.csv"), rows, CLUSTER_COLUMNS, extrasaction="ignore")
-    rejects.sort(key=lambda r: r["file"])
-    write_csv(os.path.join(out_dir, "rejects.csv"), rejects, ["file", "reason", "detail"])
+    tally = write_index(out_dir, rows, rejects)
     with open(os.path.join(out_dir, "inputs.txt")) as f:
         n_inputs = sum(1 for line in f if line.strip())
-    tally = Counter(r["reason"] for r in rejects)
     summary = {
         "version": __version__,
         "inputs": n_inputs,
-        "processed": len(crystals) + len(rejects) if not limit else None,
-        "accepted_crystals": len(crystals),
-        "clusters": len(rows),
-        "rejected": len(rejects),
-        "reject_reasons": {k: tally[k] for k in REASONS if tally[k]},
-        "splits": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
+        "processed": tally.accepted_crystals + tally.rejected if not limit else None,
+        **tally.counts(),
         "split_by": split_by,
         "limit": limit,
         "settings": settings.to_dict(),
         "noise": settings.noise.to_dict(),
         "noise_preset": settings.noise_preset,
         "seed": settings.seed,
-        "atoms_per_molecule": _describe([r["n_atoms"] for r in rows]),
-        "x_w": input_statistics(rows),
+        "atoms_per_molecule": tally.atoms_per_molecule,
+        "x_w": tally.x_w,
     }
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
-
-
-def input_statistics(rows: list[dict]) -> dict:
-    """How physical and how noisy the inputs x_w are: % valid, worst overlaps, mean turn and push.
-
-    ``valid`` is the % of clusters whose x_w has no heavy-atom overlap ≥
-    :data:`crystalflow.structure.contacts.VALIDITY_OVERLAP`; ``noise_angle`` (deg) and ``noise_push`` (Å) are
-    the means of the per-cluster values (absent for imported datasets, whose noise is unknown).
-    """
-    overlaps = [float(r["x_w_max_overlap"]) for r in rows if r.get("x_w_max_overlap") not in (None, "")]
-    out: dict = {}
-    if overlaps:
-        a = np.asarray(overlaps)
-        out = {"valid": round(100.0 * float(np.mean(a < VALIDITY_OVERLAP)), 2),
-               "max_overlap_median": round(float(np.median(a)), 4), "max_overlap_max": round(float(a.max()), 4)}
-    for key in ("noise_angle", "noise_push"):
-        values = [float(r[key]) for r in rows if r.get(key) not in (None, "")]
-        if values:
-            out[f"{key}_mean"] = round(float(np.mean(values)), 4)
-    return out
-
-
-def _describe(values: list[float]) -> dict:
-    if not values:
-        return {}
-    a = np.asarray(values, dtype=float)
-    return {"min": float(a.min()), "median": float(np.median(a)), "mean": round(float(a.mean()), 2), "max": float(a.max())}

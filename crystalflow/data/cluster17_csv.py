@@ -24,7 +24,6 @@ import os
 import re
 import sys
 import time
-from collections import Counter
 from typing import Iterator
 
 import numpy as np
@@ -32,10 +31,19 @@ from tqdm import tqdm
 
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import REASONS, UserError
-from crystalflow.common.io import atomic_open, is_temp_name, write_csv, write_json, write_text
+from crystalflow.common.io import atomic_open, is_temp_name, write_json, write_text
 from crystalflow.common.version import __version__
-from crystalflow.data.build import CLUSTER_COLUMNS, SPLITS, assign_splits, input_statistics
-from crystalflow.data.shards import ClusterRecord, ShardReader, read_shard_tables, write_shard
+from crystalflow.common.vocabulary import ALL_SPLITS, SPLITS
+from crystalflow.data.index import (
+    CLUSTERS_FILE,
+    SHARD_DIR,
+    assign_splits,
+    check_dataset,
+    iter_clusters,
+    iter_index,
+    write_index,
+)
+from crystalflow.data.shards import ClusterRecord, read_shard_tables, write_shard
 from crystalflow.structure.contacts import max_overlap
 from crystalflow.structure.elements import atomic_number, formula, symbol
 from crystalflow.structure.geometry import batched_rotations
@@ -67,62 +75,6 @@ _INT_META = ("sample", "sg_number", "z", "n_atoms", "n_molecules")
 _FLOAT_META = ("z_prime", "density", "noise_angle", "noise_push")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
 _MAX_DETAIL = 300
-
-
-# --------------------------------------------------------------------------- reading a dataset
-
-
-def check_dataset(dataset_dir: str, split: str) -> str:
-    """Path of clusters.csv, or :class:`UserError`."""
-    if split not in (*SPLITS, "all"):
-        raise UserError(f"split must be train, valid, test or all, not {split!r}")
-    if not os.path.isdir(dataset_dir):
-        raise UserError(f"dataset directory {dataset_dir!r} does not exist")
-    index = os.path.join(dataset_dir, "clusters.csv")
-    if not os.path.isfile(index):
-        raise UserError(
-            f"{dataset_dir!r} is not a crystalflow dataset (no clusters.csv); run 'crystalflow build' first"
-        )
-    return index
-
-
-def iter_clusters(
-    dataset_dir: str, split: str = "all", limit: int | None = None, shard_meta: bool = False
-) -> Iterator[ClusterRecord]:
-    """Stream the clusters of one split in index order, one shard file open at a time.
-
-    Each record's ``meta`` is the clusters.csv row (index, row and sample as int), merged over the
-    shard's own metadata (which adds e.g. ``cell``) when ``shard_meta`` is set. Memory stays flat:
-    clusters.csv is read row by row.
-    """
-    index = check_dataset(dataset_dir, split)
-    reader: ShardReader | None = None
-    metas: list[dict] = []
-    count = 0
-    with open(index, newline="") as f:
-        try:
-            for row in csv.DictReader(f):
-                if limit is not None and count >= limit:
-                    break
-                if split != "all" and row["split"] != split:
-                    continue
-                for k in ("index", "row", "sample"):
-                    row[k] = int(row[k])
-                if reader is None or os.path.basename(reader.path) != row["shard"]:
-                    if reader is not None:
-                        reader.close()
-                    path = os.path.join(dataset_dir, "shards", row["shard"])
-                    if not os.path.isfile(path):
-                        raise UserError(f"shard {row['shard']!r} listed in {index} is missing")
-                    reader = ShardReader(path)
-                    metas = read_shard_tables(path)[0] if shard_meta else []
-                rec = reader.read(row["row"])
-                rec.meta = {**metas[row["row"]], **row} if shard_meta else row
-                count += 1
-                yield rec
-        finally:  # also when the caller stops early
-            if reader is not None:
-                reader.close()
 
 
 # --------------------------------------------------------------------------- export
@@ -166,34 +118,32 @@ def assign_ids(dataset_dir: str) -> dict[int, str]:
     ``_{sample}`` is appended when the dataset has several samples per crystal (build.json's
     samples_per_crystal > 1, or any sample > 0); clashes, case-insensitive, get ``-2``, ``-3``...
     """
-    index = check_dataset(dataset_dir, "all")
+    check_dataset(dataset_dir, ALL_SPLITS)
     with_sample = _samples_per_crystal(dataset_dir) > 1
     if not with_sample:
-        with open(index, newline="") as f:
-            with_sample = any(int(r["sample"]) > 0 for r in csv.DictReader(f))
+        with_sample = any(r["sample"] > 0 for r in iter_index(dataset_dir))
     ids: dict[int, str] = {}
     used: set[str] = set()
-    with open(index, newline="") as f:
-        for r in csv.DictReader(f):
-            base = cluster_id(r, with_sample)
-            cid, k = base, 1
-            while cid.casefold() in used:
-                k += 1
-                cid = f"{base}-{k}"
-            used.add(cid.casefold())
-            ids[int(r["index"])] = cid
+    for r in iter_index(dataset_dir):
+        base = cluster_id(r, with_sample)
+        cid, k = base, 1
+        while cid.casefold() in used:
+            k += 1
+            cid = f"{base}-{k}"
+        used.add(cid.casefold())
+        ids[r["index"]] = cid
     return ids
 
 
-def export_cluster17(dataset_dir: str, out_dir: str, split: str = "all", progress: bool = True) -> int:
+def export_cluster17(dataset_dir: str, out_dir: str, split: str = ALL_SPLITS, progress: bool = True) -> int:
     """Write the clusters of ``split`` in the COD-Cluster17 CSV layout; returns the number written.
 
     Ids come from :func:`assign_ids`. Stale ``*_cluster16*.csv`` files of an earlier export into
     ``out_dir`` are removed, so that an import reads exactly this export.
     """
-    index = check_dataset(dataset_dir, split)
+    check_dataset(dataset_dir, split)
     ids = assign_ids(dataset_dir)
-    total = _count_rows(index, split)
+    total = sum(1 for _ in iter_index(dataset_dir, split))
     if total == 0:
         raise UserError(f"no clusters in split {split!r} of {dataset_dir!r}")
     prepare_output_dir(out_dir, (FINAL_DIR, INITIAL_DIR))
@@ -222,11 +172,6 @@ def export_cluster17(dataset_dir: str, out_dir: str, split: str = "all", progres
         "settings": _source_settings(dataset_dir),
     })
     return len(written)
-
-
-def _count_rows(index: str, split: str) -> int:
-    with open(index, newline="") as f:
-        return sum(1 for r in csv.DictReader(f) if split == "all" or r["split"] == split)
 
 
 def _remove_stale(out_dir: str, written: set[str]) -> None:
@@ -457,7 +402,7 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
     """Read a COD-Cluster17 folder into a dataset directory; returns the summary (also summary.json).
 
     Clusters keep the order of metadata.csv when present (then the remaining ids, sorted) and the
-    splits of split.csv; ids without a split get a seeded 80/10/10 split (:func:`build.assign_splits`
+    splits of split.csv; ids without a split get a seeded 80/10/10 split (:func:`crystalflow.data.index.assign_splits`
     by ``key``). Bad pairs are recorded in rejects.csv with a reason and the rest is imported.
     """
     start = time.time()
@@ -471,7 +416,7 @@ def import_cluster17(raw_dir: str, out_dir: str, seed: int = 0, progress: bool =
     splits = _read_splits(raw_dir)
     export_info = _read_export_info(raw_dir)
     _prepare_import_dir(out_dir, overwrite)
-    shard_dir = os.path.join(out_dir, "shards")
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
     n_inputs = 0
     records: list[ClusterRecord] = []
     rejects: list[dict] = list(stray)
@@ -541,62 +486,49 @@ def _read_export_info(raw_dir: str) -> dict | None:
 
 
 def _prepare_import_dir(out_dir: str, overwrite: bool) -> None:
-    prepare_output_dir(out_dir, ("shards",))
-    shard_dir = os.path.join(out_dir, "shards")
+    prepare_output_dir(out_dir, (SHARD_DIR,))
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
     existing = [n for n in os.listdir(shard_dir) if n.endswith(".h5") or is_temp_name(n)]
-    if (existing or os.path.exists(os.path.join(out_dir, "clusters.csv"))) and not overwrite:
+    if (existing or os.path.exists(os.path.join(out_dir, CLUSTERS_FILE))) and not overwrite:
         raise UserError(f"{out_dir!r} already holds a dataset; remove it or choose another directory")
     for name in existing:
         os.remove(os.path.join(shard_dir, name))
 
 
 def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | None, n_inputs: int) -> dict:
-    """clusters.csv, rejects.csv and the summary from the shards of an import, streaming the shards.
+    """clusters.csv, rejects.csv (:func:`crystalflow.data.index.write_index`) and the summary from the shards
+    of an import, streaming the shards.
 
-    Unlike :func:`build.finalize` this keeps the splits read from split.csv; clusters without one
-    get the seeded split of :func:`build.assign_splits` over their ``key`` (all samples of one
-    crystal share a split).
+    Unlike :func:`crystalflow.data.build.finalize` this keeps the splits read from split.csv; clusters
+    without one get the seeded split of :func:`crystalflow.data.index.assign_splits` over their ``key``
+    (all samples of one crystal share a split).
     """
-    shard_dir = os.path.join(out_dir, "shards")
+    shard_dir = os.path.join(out_dir, SHARD_DIR)
     shards = sorted(n for n in os.listdir(shard_dir) if n.endswith(".h5"))
     groups: list[str] = []
-    for name in shards:
-        groups.extend(m["key"] for m in read_shard_tables(os.path.join(shard_dir, name))[0] if "split" not in m)
-    assigned = iter(assign_splits(groups, seed))
     rejects: list[dict] = []
-    crystals: set[str] = set()
-    n_atoms: Counter = Counter()
-    split_counts: Counter = Counter()
-    overlaps: list[dict] = []
-    index = 0
-    with atomic_open(os.path.join(out_dir, "clusters.csv")) as f:
-        w = csv.DictWriter(f, fieldnames=CLUSTER_COLUMNS, extrasaction="ignore")
-        w.writeheader()
+    for name in shards:
+        meta, rej = read_shard_tables(os.path.join(shard_dir, name))
+        groups.extend(m["key"] for m in meta if "split" not in m)
+        rejects.extend(rej)
+    assigned = iter(assign_splits(groups, seed))
+
+    def rows() -> Iterator[dict]:
+        index = 0
         for name in shards:
-            meta, rej = read_shard_tables(os.path.join(shard_dir, name))
-            rejects.extend(rej)
-            for r, m in enumerate(meta):
+            for r, m in enumerate(read_shard_tables(os.path.join(shard_dir, name))[0]):
                 split = m["split"] if "split" in m else next(assigned)
-                w.writerow({**m, "index": index, "split": split, "shard": name, "row": r})
+                yield {**m, "index": index, "split": split, "shard": name, "row": r}
                 index += 1
-                crystals.add(m["key"])
-                overlaps.append({"x_w_max_overlap": m.get("x_w_max_overlap")})
-                n_atoms[m["n_atoms"]] += 1
-                split_counts[split] += 1
-    rejects.sort(key=lambda r: r["file"])
-    write_csv(os.path.join(out_dir, "rejects.csv"), rejects, ["file", "reason", "detail"])
-    tally = Counter(r["reason"] for r in rejects)
+
+    tally = write_index(out_dir, rows(), rejects, noise_stats=False)
     return {
         "version": __version__,
         "imported_from": os.path.abspath(raw_dir),
         "format": FORMAT,
         "inputs": n_inputs,
         "processed": n_inputs,
-        "accepted_crystals": len(crystals),
-        "clusters": index,
-        "rejected": len(rejects),
-        "reject_reasons": {k: tally[k] for k in REASONS if tally[k]},
-        "splits": {s: split_counts[s] for s in SPLITS},
+        **tally.counts(),
         "split_by": "crystal" if groups else "split.csv",
         "splits_assigned": len(groups),
         "limit": None,
@@ -604,19 +536,6 @@ def _finalize_import(out_dir: str, raw_dir: str, seed: int, settings: dict | Non
         "noise": (settings or {}).get("noise"),
         "noise_preset": (settings or {}).get("noise_preset"),
         "seed": seed,
-        "atoms_per_molecule": _describe_counts(n_atoms),
-        "x_w": input_statistics(overlaps),
+        "atoms_per_molecule": tally.atoms_per_molecule,
+        "x_w": tally.x_w,
     }
-
-
-def _describe_counts(counts: Counter) -> dict:
-    """min / median / mean / max of values given as value -> count (like build's summary)."""
-    if not counts:
-        return {}
-    values = np.array(sorted(counts), dtype=float)
-    weights = np.array([counts[v] for v in sorted(counts)], dtype=np.int64)
-    cum = np.cumsum(weights)
-    total = int(cum[-1])
-    lo, hi = (values[np.searchsorted(cum, p, side="right")] for p in ((total - 1) // 2, total // 2))
-    return {"min": float(values[0]), "median": float((lo + hi) / 2),
-            "mean": round(float((values * weights).sum() / total), 2), "max": float(values[-1])}

@@ -1,7 +1,6 @@
 """Reading a dataset directory: a lazy torch Dataset of clusters and the batch that models consume."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, fields
@@ -12,46 +11,26 @@ import torch
 from torch.utils.data import Dataset
 
 from crystalflow.common.errors import UserError
-from crystalflow.common.vocabulary import SPLIT_CHOICES
+from crystalflow.data.index import SHARD_DIR, check_split, read_index
 from crystalflow.data.shards import ClusterRecord, ShardReader
 
 if TYPE_CHECKING:
     from crystalflow.data.noise import NoiseModel
 
-_INT_COLUMNS = ("index", "row", "sample", "sg_number", "z", "n_atoms", "n_molecules")
-_FLOAT_COLUMNS = ("z_prime", "density")
-
-
-def read_index(root: str) -> list[dict]:
-    """Rows of ``clusters.csv`` with numeric columns converted."""
-    path = os.path.join(root, "clusters.csv")
-    if not os.path.exists(path):
-        raise UserError(f"{root!r} is not a crystalflow dataset (no clusters.csv); run 'crystalflow build' first")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    for r in rows:
-        for k in _INT_COLUMNS:
-            r[k] = int(r[k])
-        for k in _FLOAT_COLUMNS:
-            r[k] = float(r[k])
-    return rows
-
-
 class ClusterDataset(Dataset):
     """Clusters of one split of a dataset directory, read lazily from the HDF5 shards."""
 
     def __init__(self, root: str, split: str = "train") -> None:
-        if split not in SPLIT_CHOICES:
-            raise UserError(f"split must be {', '.join(SPLIT_CHOICES[:-1])} or {SPLIT_CHOICES[-1]}, not {split!r}")
+        check_split(split)
         self.root = root
         self.split = split
-        self.rows = [r for r in read_index(root) if split == "all" or r["split"] == split]
+        self.rows = read_index(root, split)
         self._readers: dict[str, ShardReader] = {}
         for name in sorted({r["shard"] for r in self.rows}):  # a damaged shard fails now, not hours into training
             ShardReader(self._shard_path(name)).check()
 
     def _shard_path(self, name: str) -> str:
-        return os.path.join(self.root, "shards", name)
+        return os.path.join(self.root, SHARD_DIR, name)
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -33,7 +33,7 @@ from crystalflow.common.checks import prepare_output_dir  # noqa: E402
 from crystalflow.common.errors import UserError  # noqa: E402
 from crystalflow.common.io import atomic_open, write_csv, write_json  # noqa: E402
 from crystalflow.common.version import __version__  # noqa: E402
-from crystalflow.data.cluster17_csv import check_dataset, iter_clusters  # noqa: E402
+from crystalflow.data.index import check_dataset, iter_clusters  # noqa: E402
 from crystalflow.structure.molecules import centre_of_mass  # noqa: E402
 
 #: default number of distance bins between 0 and ``max_distance``
