@@ -407,6 +407,13 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
     noise of the starting clusters (default: the model's training noise when its run directory records
     it, else the 'solution' preset); ``density`` (g/cm³) sizes their placeholder lattice. With
     ``out_dir`` the candidates, summary.csv, overview.png, viewer.html and notes.txt are written there.
+
+    Example::
+
+        from crystalflow import predict
+
+        candidates = predict("CC(=O)Oc1ccccc1C(=O)O", samples=4, out_dir="aspirin")  # the shipped model
+        print(candidates[0].table_line())
     """
     t_start = time.time()
     if samples < 1:

@@ -121,7 +121,16 @@ def build_dataset(
     overwrite: bool = False,
     progress: bool = True,
 ) -> BuildResult:
-    """Build (or continue building) a dataset from the CIFs under ``input_dir``; see module docs."""
+    """Build (or continue building) a dataset from the CIFs under ``input_dir``; see module docs.
+
+    Example::
+
+        from crystalflow import build_dataset, embedded_cif_dir
+        from crystalflow.data.pipeline import BuildSettings
+
+        result = build_dataset(embedded_cif_dir(), "cod17", BuildSettings(samples_per_crystal=2), workers=2)
+        print(result.summary["clusters"], result.summary["splits"])  # counts also in cod17/summary.json
+    """
     start = time.time()
     if not os.path.exists(input_dir):
         raise UserError(f"input {input_dir!r} does not exist")

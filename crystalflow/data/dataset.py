@@ -18,7 +18,17 @@ if TYPE_CHECKING:
     from crystalflow.data.noise import NoiseModel
 
 class ClusterDataset(Dataset):
-    """Clusters of one split of a dataset directory, read lazily from the HDF5 shards."""
+    """Clusters of one split of a dataset directory, read lazily from the HDF5 shards.
+
+    Example::
+
+        from crystalflow import ClusterDataset
+        from crystalflow.data.dataset import collate
+
+        train_set = ClusterDataset("cod17", "train")
+        rec = train_set[0]                  # rec.x_s, rec.x_w [17, n, 3]; rec.z [n]; rec.meta: its clusters.csv row
+        batch = collate([train_set[i] for i in range(4)])
+    """
 
     def __init__(self, root: str, split: str = "train") -> None:
         check_split(split)

@@ -61,6 +61,13 @@ def evaluate(pred_dir: str, out_json: str | None = None, progress: bool = True) 
     """Score every cluster of ``pred_dir`` and write ``out_json`` (default ``PRED_DIR/metrics.json``).
 
     Returns the dictionary written (see the module docstring); ``per_cluster.csv`` goes beside it.
+
+    Example::
+
+        from crystalflow import evaluate
+
+        scores = evaluate("pred")                     # pred/metrics.json and pred/per_cluster.csv
+        print(scores["test"]["sol_c"]["mean"], scores["test"]["pm_atom"]["mean"])
     """
     info = read_info(pred_dir)
     out_json = out_json or os.path.join(pred_dir, METRICS_JSON)

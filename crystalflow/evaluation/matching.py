@@ -76,6 +76,14 @@ def packing_match(pred: np.ndarray, true: np.ndarray, z: np.ndarray, shell: int 
     (a different compound matches nothing). Pass ``topology`` (built from ``true``) to compare many
     predictions of one cluster cheaply. ``n_matched`` counts the central molecule: 1 means that only
     the central molecules overlay.
+
+    Example::
+
+        from crystalflow import ClusterDataset, packing_match
+
+        rec = ClusterDataset("cod17", "test")[0]
+        match = packing_match(rec.x_s, rec.x_s, rec.z)  # a crystal matches itself: 15 of 15, RMSD 0
+        print(match.n_matched, match.rmsd, match.matched)
     """
     topo = topology or ClusterTopology(np.asarray(true)[0], z)
     topo_pred = topo if pred_z is None else ClusterTopology(np.asarray(pred)[0], pred_z)

@@ -343,6 +343,14 @@ def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[s
     ``solved_top1`` when sample 0 is (samples are not ranked); every other metric is computed for the
     single sample with the lowest ``pm_atom``. ``valid``, ``matched`` and the solved keys are 0 or 1
     (:data:`PERCENT_KEYS` reports their means in %).
+
+    Example::
+
+        from crystalflow import ClusterDataset, cluster_metrics
+
+        rec = ClusterDataset("cod17", "test")[0]
+        scores = cluster_metrics(rec.x_w, rec.x_s, rec.z)  # the identity baseline: x_w as the prediction
+        print(scores["pm_atom"], scores["valid"], scores["matched"])
     """
     p, t = _check_pair(pred, true)
     zz = _check_z(z, t.shape[1])

@@ -63,7 +63,15 @@ class ContactAtoms:
 
 
 def max_overlap(x: np.ndarray, z: np.ndarray) -> float:
-    """Largest vdW overlap (Å) of two heavy atoms of different molecules of ``x [M, n, 3]``; 0 when none touch."""
+    """Largest vdW overlap (Å) of two heavy atoms of different molecules of ``x [M, n, 3]``; 0 when none touch.
+
+    Example::
+
+        from crystalflow import ClusterDataset, max_overlap
+
+        rec = ClusterDataset("cod17", "test")[0]
+        print(max_overlap(rec.x_s, rec.z), max_overlap(rec.x_w, rec.z))  # valid below VALIDITY_OVERLAP
+    """
     *_, overlap = ContactAtoms(x, z).overlaps()
     return float(overlap.max()) if overlap.size else 0.0
 

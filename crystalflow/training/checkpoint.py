@@ -83,6 +83,13 @@ def load_model(
 
     ``which``: ``ema`` (EMA weights of the last checkpoint, the default), ``best`` (EMA weights of best.pt,
     the epoch of lowest validation loss) or ``last`` (raw weights of the last checkpoint).
+
+    Example::
+
+        from crystalflow import load_model
+
+        model, config = load_model("run", which="best")  # a run directory, or a checkpoint file
+        print(config.model.method, sum(p.numel() for p in model.parameters()))
     """
     if which not in WEIGHTS:
         raise UserError(f"which must be {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}, not {which!r}")

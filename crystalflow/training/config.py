@@ -30,7 +30,15 @@ def _default_model_config() -> "ModelConfig":
 
 @dataclass
 class TrainConfig:
-    """Everything that decides a training run (saved as config.json; ``model`` is the model's own config)."""
+    """Everything that decides a training run (saved as config.json; ``model`` is the model's own config).
+
+    Example::
+
+        from crystalflow import ModelConfig, TrainConfig
+
+        config = TrainConfig(epochs=20, batch_size=4, model=ModelConfig(method="lerp"))
+        same = TrainConfig.from_dict(config.to_dict())
+    """
 
     epochs: int = 100
     batch_size: int = 8  #: clusters per step and process

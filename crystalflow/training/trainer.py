@@ -659,6 +659,13 @@ def train(
     explicitly given ones for one from :func:`load_config`). Under torchrun (``WORLD_SIZE > 1``) this joins
     the process group and trains data-parallel. ``model_fn`` replaces ``build_model(config.model)`` (tests).
     Returns a summary: best/last validation loss, epochs, steps, seconds, and the paths written.
+
+    Example::
+
+        from crystalflow import TrainConfig, train
+
+        summary = train("cod17", "run", TrainConfig(epochs=4))
+        print(summary["best_val_loss"], summary["checkpoint"])
     """
     trainer = Trainer(dataset_dir, out_dir, config, resume=resume, progress=progress, model_fn=model_fn)
     created = distributed.init(trainer.info, trainer.device)
