@@ -1,16 +1,14 @@
-"""Tests of the molecule-frame backbone's geometry, endpoint prediction and the central target frame."""
+"""Tests of endpoint prediction, the central target frame and fresh noise draws."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.transform import Rotation
 from toys import toy_cluster
 
-from crystalflow.backbones.frames import anchor_points, molecule_frames, rotation_6d
-from crystalflow.backbones.painn import BackboneConfig, build_backbone
 from crystalflow.data.dataset import collate
 from crystalflow.flow.model import ModelConfig, align_to_central, build_model
+from crystalflow.nn.frames import molecule_frames
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -25,48 +23,6 @@ def batch64(n_mol: int = 7, seed: int = 1):
 
 def angle_deg(r: torch.Tensor) -> torch.Tensor:
     return torch.rad2deg(torch.arccos(((r.diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2).clamp(-1, 1)))
-
-
-@pytest.mark.parametrize("n", [3, 4, 5, 12, 60, 200])
-def test_anchor_points_span_space(n):
-    w = anchor_points(torch.arange(n), torch.float64)
-    sv = torch.linalg.svdvals(w - w.mean(0))
-    # a unique best rotation needs rank >= 2 (three centred points are always planar); never near-degenerate
-    assert sv[: min(n - 1, 3)].min() > 0.1 * np.sqrt(n)
-
-
-def test_frames_of_rigid_copies_give_identical_local_coordinates_and_rotate_with_input():
-    b = batch64()
-    frames, c = molecule_frames(b.x_s, b)
-    torch.testing.assert_close(torch.linalg.det(frames), torch.ones(len(frames), dtype=torch.float64))
-    local = torch.einsum("nji,nj->ni", frames[b.mol], b.x_s - c[b.mol])
-    first = local[b.mol == 0]
-    for g in range(1, 7):  # every molecule of the first cluster is a rigid copy of the first one
-        torch.testing.assert_close(local[b.mol == g], first, atol=1e-5, rtol=0)  # float32 data
-    q = torch.tensor(Rotation.random(random_state=3).as_matrix())
-    moved, _ = molecule_frames(b.x_s @ q.T + 5.0, b)
-    torch.testing.assert_close(moved, q @ frames, atol=1e-9, rtol=0)
-
-
-def test_rotation_6d_is_a_rotation_and_zero_is_identity():
-    a, b = torch.randn(10, 3, dtype=torch.float64), torch.randn(10, 3, dtype=torch.float64)
-    r = rotation_6d(a, b)
-    torch.testing.assert_close(r.transpose(1, 2) @ r, torch.eye(3, dtype=torch.float64).expand(10, 3, 3))
-    torch.testing.assert_close(torch.linalg.det(r), torch.ones(10, dtype=torch.float64))
-    torch.testing.assert_close(rotation_6d(torch.zeros(1, 3), torch.zeros(1, 3))[0], torch.eye(3))
-
-
-def test_frames_backbone_outputs_rigid_displacements():
-    torch.manual_seed(0)
-    net = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=2, n_rbf=8)).double()
-    b = batch64()
-    x = b.x_w + 0.4 * (b.x_s - b.x_w)
-    with torch.no_grad():
-        end = x + net(x, b.x_w, torch.tensor([0.3, 0.6], dtype=torch.float64), b)
-    assert (end - x).abs().max() > 1e-3
-    for g in range(b.num_molecules):  # each molecule moved as a rigid body: its internal distances are kept
-        m = b.mol == g
-        torch.testing.assert_close(torch.cdist(end[m], end[m]), torch.cdist(x[m], x[m]), atol=1e-9, rtol=0)
 
 
 def test_align_to_central_turns_the_cluster_rigidly_onto_the_central_orientation():
@@ -119,9 +75,6 @@ def test_prediction_and_target_frame_options_validated():
         ModelConfig(method="ve", prediction="endpoint")
     with pytest.raises(ValueError, match="prediction"):
         ModelConfig(prediction="noise")
-    with pytest.raises(ValueError, match="frames backbone"):
-        ModelConfig(method="rigid", backbone="frames")
-    ModelConfig(method="gnn-md", backbone="frames")
     with pytest.raises(ValueError, match="target_frame"):
         ModelConfig(target_frame="lab")
 
@@ -158,16 +111,3 @@ def test_fresh_noise_dataset_draws_rigid_copies_per_epoch(tmp_path):
     (tmp_path / "d" / "summary.json").write_text("{}")
     with pytest.raises(UserError, match="noise settings"):
         dataset_noise(str(tmp_path / "d"))
-
-
-def test_frames_checkpoints_from_before_the_shared_shape_embedding_load():
-    torch.manual_seed(0)
-    net = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=1, n_rbf=4))
-    legacy = {k.removeprefix("shapes."): v for k, v in net.state_dict().items()}  # z.*, atom.*, shape.* at top
-    assert "z.weight" in legacy and not any(k.startswith("shapes.") for k in legacy)
-    again = build_backbone(BackboneConfig(variant="frames", hidden=16, layers=1, n_rbf=4))
-    again.load_state_dict(legacy)
-    b = batch64()
-    t = torch.tensor([0.3, 0.6])
-    x = b.x_w.float()
-    torch.testing.assert_close(again(x, x, t, b.to("cpu", torch.float32)), net(x, x, t, b.to("cpu", torch.float32)))

@@ -7,12 +7,12 @@ import torch
 from scipy.spatial.transform import Rotation
 from toys import toy_cluster
 
-from crystalflow.backbones.frames import molecule_frames
 from crystalflow.backbones.molecule_painn import molecule_axes
-from crystalflow.backbones.painn import BackboneConfig, build_backbone
+from crystalflow.backbones.registry import BackboneConfig, build_backbone
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import ModelConfig, build_model
+from crystalflow.nn.frames import molecule_frames
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -85,7 +85,7 @@ def test_x_w_is_not_an_input():
 
 
 def test_without_orientation_inputs_the_prediction_ignores_how_molecules_are_turned():
-    net = tiny_net(orientations=False)
+    net = tiny_net(orientation_inputs=False)
     b = batch64()
     t = torch.tensor([0.2], dtype=torch.float64)
     c = torch.stack([b.x_w[b.mol == g].mean(0) for g in range(b.num_molecules)])

@@ -12,7 +12,8 @@ from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import ModelConfig, build_model
 from crystalflow.flow.paths import RigidPath
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, segment_mean, so3_exp, so3_log, superpose_conformer
+from crystalflow.nn.graph import segment_mean
+from crystalflow.nn.rigid import fit_rotations, rigid_velocity, so3_exp, so3_log, superpose_conformer
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -21,11 +21,12 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import Tensor, nn
 
-from crystalflow.backbones.painn import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
+from crystalflow.backbones.registry import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
 from crystalflow.common.checks import check_field_types
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, segment_mean, superpose_conformer
+from crystalflow.nn.graph import segment_mean
+from crystalflow.nn.rigid import fit_rotations, rigid_velocity, superpose_conformer
 
 METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
@@ -44,7 +45,7 @@ class ModelConfig:
     """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
-    backbone: str = "fast"  #: 'fast' | 'reference' | 'frames' | 'molecule-painn' (the last two: rigid outputs)
+    backbone: str = "fast"  #: 'fast' | 'reference' | 'molecule-painn' (the last: rigid outputs)
     hidden: int = 64
     layers: int = 3
     n_rbf: int = 20
@@ -115,7 +116,7 @@ class ModelConfig:
             variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
             intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff,
             max_contacts=self.max_contacts, mol_cutoff=self.mol_cutoff,
-            time=self.method in FLOW_METHODS, compile=self.compile, orientations=self.orientation_inputs,
+            compile=self.compile, orientation_inputs=self.orientation_inputs,
         )
 
     def path(self) -> paths.AffinePath | paths.RigidPath | None:
@@ -156,7 +157,7 @@ class CrystalModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone_config())
+        self.backbone = build_backbone(config.backbone_config(), time=config.method in FLOW_METHODS)
         self.path = config.path()
 
     @property

@@ -41,7 +41,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from crystalflow.nn.rigid import fit_rotations, segment_mean, so3_exp, so3_log
+from crystalflow.nn.graph import segment_mean
+from crystalflow.nn.rigid import fit_rotations, so3_exp, so3_log
 
 #: LERP: default noise scale (Å) — about the rms thermal displacement of atoms in organic crystals
 #: (U_iso ≈ 0.01–0.05 Å²), far below bond lengths (~1.0–1.5 Å) and the x_w → x_s displacements (several Å)
