@@ -1,4 +1,4 @@
-"""Tests of crystalflow.flow.model: config round trip, losses, sampling API and overfitting one small cluster."""
+"""Tests of crystalflow.flow.model: config round trip, losses, velocities, endpoint prediction, overfitting."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,6 +10,7 @@ from toys import toy_cluster
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import METHODS, ModelConfig, build_model
+from crystalflow.flow.solver import integrate
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -48,6 +49,19 @@ def test_config_round_trip_and_validation():
         ModelConfig(backbone="huge")
 
 
+@pytest.mark.parametrize("removed,match", [
+    ({"target_frame": "central"}, "target_frame option was removed"),
+    ({"lerp_exact_target": True}, "lerp_exact_target option was removed"),
+    ({"lerp_exact_target": 0}, "lerp_exact_target option was removed"),
+])
+def test_removed_options_are_accepted_at_their_default_and_named_otherwise(removed, match):
+    cfg = ModelConfig(method="lerp", hidden=16)
+    assert ModelConfig.from_dict({**cfg.to_dict(), "target_frame": "input", "lerp_exact_target": False}) == cfg
+    with pytest.raises(ValueError, match=match) as info:
+        ModelConfig.from_dict({**cfg.to_dict(), **removed})
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("backbone", ["fast", "reference"])
 @pytest.mark.parametrize("method", METHODS)
 def test_loss_is_finite_scalar_and_translation_invariant(method, backbone):
@@ -73,12 +87,14 @@ def test_velocity_prior_predict(method):
     v_scalar = model.velocity(x0, 0.3, batch)
     v_vector = model.velocity(x0, torch.full((batch.num_graphs,), 0.3, dtype=torch.float64), batch)
     torch.testing.assert_close(v_scalar, v_vector)
-    # predict is Euler integration of velocity from the same prior draw
+    # the solver's Euler steps are steps of the velocity from the same prior draw
     x = x0.clone()
-    for k in range(4):
-        x = x + 0.25 * model.velocity(x, k * 0.25, batch)
-    pred = model.predict(batch, steps=4, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(pred, model.constrain(x.detach(), batch))
+    dt = model.path.t_max / 4
+    with torch.no_grad():
+        for k in range(4):
+            x = x + dt * model.velocity(x, k * dt, batch)
+    pred, _, _ = integrate(model, batch, x0, steps=4, solver="euler")
+    torch.testing.assert_close(pred, model.constrain(x, batch))
 
 
 def test_velocity_is_translation_equivariant_frame_free():
@@ -91,18 +107,22 @@ def test_velocity_is_translation_equivariant_frame_free():
     torch.testing.assert_close(model.velocity(x + shift, 0.5, batch), v, atol=1e-10, rtol=0)
 
 
-def test_lerp_prior_is_noisy_input_and_gnn_md_predict():
+def test_lerp_prior_is_noisy_input_and_gnn_md_regresses():
     batch = small_batch()
     model = tiny("lerp", lerp_sigma=0.0)
     torch.testing.assert_close(model.prior(batch), batch.x_w)
     md = tiny("gnn-md").double()
     assert torch.equal(md.prior(batch), batch.x_w)
-    pred = md.predict(batch)
+    pred = md.regress(batch)
     c = md.centres(batch)
     expect = batch.x_w + md.backbone(batch.x_w - c, batch.x_w - c, None, batch)
     torch.testing.assert_close(pred, expect.detach())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="regress"):
         md.velocity(batch.x_w, 0.5, batch)
+    with pytest.raises(ValueError, match="regress"):
+        integrate(md, batch, batch.x_w)
+    with pytest.raises(ValueError, match="flow"):
+        model.regress(batch)
 
 
 def overfit(method: str, **kw) -> tuple[float, float]:
@@ -150,3 +170,51 @@ def test_unconditioned_velocity_ignores_x_w_beyond_the_start(method):
     assert torch.isfinite(model.loss(small_batch(), torch.Generator().manual_seed(0)))
     with pytest.raises(ValueError):
         ModelConfig(method="ve", condition_on_input=False)
+
+
+# ------------------------------------------------------------------------------- endpoint prediction
+
+#: an asymmetric molecule for the endpoint checks
+MOL5 = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3], [0.3, -0.9, 0.9]])
+Z5 = np.array([6, 6, 8, 7, 1])
+
+
+def batch64(n_mol: int = 7, seed: int = 1):
+    return collate([toy_cluster(MOL5, Z5, n_mol, seed=seed), toy_cluster(MOL5[:4], Z5[:4], 5, seed=seed + 1)]).to(
+        "cpu", torch.float64)
+
+
+class _Oracle(torch.nn.Module):
+    """A 'backbone' that predicts the displacement to a known (centred) crystal exactly."""
+
+    def __init__(self, target: torch.Tensor) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, x, x_w, t, batch):  # noqa: ANN001, ANN201 - backbone signature
+        return self.target - x
+
+
+@pytest.mark.parametrize("method,steps,tol", [("lerp", 5, 1e-9), ("rigid", 40, 0.05)])
+def test_endpoint_velocity_integrates_to_the_predicted_crystal(method, steps, tol):
+    b = batch64()
+    model = build_model(ModelConfig(method=method, prediction="endpoint", condition_on_input=False)).double()
+    c = model.centres(b)
+    model.backbone = _Oracle(b.x_s - c)
+    out, _, _ = integrate(model, b, b.x_w.clone(), steps=steps, solver="euler")  # no prior noise: exact check
+    assert float((out - b.x_s).norm(dim=-1).max()) < tol
+
+
+def test_endpoint_loss_is_zero_for_the_oracle():
+    b = batch64()
+    for method in ("lerp", "rigid"):
+        model = build_model(ModelConfig(method=method, prediction="endpoint")).double()
+        model.backbone = _Oracle(b.x_s - model.centres(b))
+        assert float(model.loss(b)) < 1e-12
+
+
+def test_prediction_options_validated():
+    with pytest.raises(ValueError, match="endpoint"):
+        ModelConfig(method="ve", prediction="endpoint")
+    with pytest.raises(ValueError, match="prediction"):
+        ModelConfig(prediction="noise")

@@ -152,7 +152,7 @@ def test_learns_to_turn_every_molecule_to_the_crystal_orientation():
 
     def angle(batch) -> float:
         with torch.no_grad():
-            pred = model.predict(batch).reshape(9, len(Z), 3)
+            pred = model.regress(batch).reshape(9, len(Z), 3)
         p = (pred - pred.mean(1, keepdim=True)).numpy()
         return float(np.degrees(np.mean([Rotation.align_vectors(q, body)[0].magnitude() for q in p])))
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from crystalflow.flow.paths import (
+    AffinePath,
     LerpScheduler,
     VEScheduler,
     VPScheduler,
@@ -68,7 +69,7 @@ def test_lerp_target_is_paper_velocity_and_fd_without_noise(t):
     noiseless = lerp_path(sigma=0.0)
     torch.testing.assert_close(noiseless.target_velocity(x_w, x_s, full(t), noise),
                                fd_velocity(noiseless, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
-    exact = lerp_path(sigma=0.1, exact_target=True)
+    exact = AffinePath(LerpScheduler(0.1), "x_w", 0.1, noise_in_target=True)  # + σ̇_t ε: the exact d x_t / dt
     torch.testing.assert_close(exact.target_velocity(x_w, x_s, full(t), noise),
                                fd_velocity(exact, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
 

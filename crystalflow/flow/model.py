@@ -8,11 +8,12 @@ backbones are translation invariant anyway.
 The ``rigid`` method (CrystalFlow-Rigid, :class:`crystalflow.flow.paths.RigidPath`) moves whole molecules:
 before the backbone sees x_t, the input conformer is superposed on each molecule of x_t, and the
 backbone's per-atom output is projected onto per-molecule rigid motions (translation + rotation).
+Samples come from integrating :meth:`CrystalModel.velocity` with :func:`crystalflow.flow.solver.integrate`;
+gnn-md predicts in one forward pass (:meth:`CrystalModel.regress`).
 
-Two training choices are orthogonal to the method: ``prediction='endpoint'`` (lerp, rigid) has the
-network predict the crystal x̂_1 instead of the velocity (the sampler derives (x̂_1 − x_t)/(1 − t), or
-the SE(3) geodesic to x̂_1 for rigid), and ``target_frame='central'`` turns the training target
-about its centroid onto x_w's central-molecule orientation (:func:`align_to_central`).
+``prediction='endpoint'`` (lerp, rigid) is orthogonal to the method: the network predicts the crystal
+x̂_1 instead of the velocity (the velocity is then (x̂_1 − x_t)/(1 − t), or the SE(3) geodesic to x̂_1
+for rigid).
 """
 from __future__ import annotations
 
@@ -25,19 +26,17 @@ from crystalflow.backbones.registry import RIGID_OUTPUT_VARIANTS, VARIANTS, Back
 from crystalflow.common.checks import check_field_types
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
-from crystalflow.nn.graph import segment_mean
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, superpose_conformer
+from crystalflow.nn.rigid import rigid_velocity, superpose_conformer
 
 METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
-TARGET_FRAMES = ("input", "central")
 PREDICTIONS = ("velocity", "endpoint")
 #: endpoint models divide by 1 − t; an adaptive solver may ask at t = 1, so 1 − t is held at least this
 MIN_REMAINING_TIME = 1e-2
-#: default number of Euler steps of :meth:`CrystalModel.predict`
-DEFAULT_STEPS = 20
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
 REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cutoff": 5.0}
+#: removed options: key -> the only value still accepted (their old default, which changes nothing)
+REMOVED_OPTIONS = {"target_frame": "input", "lerp_exact_target": False}
 
 
 @dataclass
@@ -56,7 +55,6 @@ class ModelConfig:
     mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
     lerp_sigma: float = paths.LERP_SIGMA  #: LERP and rigid: noise scale σ (Å) of the path
     lerp_sigma_min: float = paths.LERP_SIGMA_MIN
-    lerp_exact_target: bool = False  #: add σ̇_t ε to the LERP target (the paper uses x_s − x_w)
     ve_sigma_min: float = paths.VE_SIGMA_MIN
     ve_sigma_max: float = paths.VE_SIGMA_MAX
     vp_beta_min: float = paths.VP_BETA_MIN
@@ -67,9 +65,6 @@ class ModelConfig:
     #: x_w, (x_t − x_w)/t reveals the LERP target for t > 0, so the network need only learn near t = 0;
     #: False trains v_θ(x_t, t) (lerp and rigid only: their flows still start from x_w)
     condition_on_input: bool = True
-    #: training target's orientation: 'input' (x_s as stored, the paper) or 'central' (x_s turned about its
-    #: centroid so that its central molecule has x_w's orientation; see :func:`align_to_central`)
-    target_frame: str = "input"
     #: what the network predicts (lerp and rigid): 'velocity' (the paper) or 'endpoint' — the displacement
     #: x̂_1 − x_t to the crystal, trained by ||x̂_1 − x_1||² and turned into the velocity (x̂_1 − x_t)/(1 − t)
     #: (rigid: the SE(3) geodesic to the superposed x̂_1). Orientations are then a smooth function to learn,
@@ -93,8 +88,6 @@ class ModelConfig:
             raise ValueError("prediction='endpoint' needs a path that ends at the crystal (lerp or rigid)")
         if self.backbone in RIGID_OUTPUT_VARIANTS and self.method != "gnn-md" and self.prediction != "endpoint":
             raise ValueError(f"the {self.backbone} backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
-        if self.target_frame not in TARGET_FRAMES:
-            raise ValueError(f"unknown target_frame {self.target_frame!r}; choose from {', '.join(TARGET_FRAMES)}")
 
     def to_dict(self) -> dict:
         """Plain dict (JSON-serialisable)."""
@@ -102,7 +95,18 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError."""
+        """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError.
+
+        Removed options are accepted at the value that changes nothing (``target_frame: "input"``,
+        ``lerp_exact_target: false``, as older config files hold them); any other value is a ValueError.
+        """
+        d = dict(d)
+        for key, kept in REMOVED_OPTIONS.items():
+            if key in d:
+                value = d.pop(key)
+                if value != kept or type(value) is not type(kept):
+                    raise ValueError(f"the {key} option was removed: only its default {kept!r} is accepted, "
+                                     f"got {value!r}")
         names = {f.name for f in fields(cls)}
         unknown = set(d) - names
         if unknown:
@@ -124,7 +128,7 @@ class ModelConfig:
         if self.method == "rigid":
             return paths.rigid_path(self.lerp_sigma, self.lerp_sigma_min)
         if self.method == "lerp":
-            return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min, self.lerp_exact_target)
+            return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min)
         if self.method == "ve":
             return paths.ve_path(self.ve_sigma_min, self.ve_sigma_max)
         if self.method == "vp":
@@ -132,27 +136,8 @@ class ModelConfig:
         return None
 
 
-def align_to_central(x_w: Tensor, x_s: Tensor, batch: Batch) -> Tensor:
-    """x_s with each cluster turned about its centroid so that its central molecule (the first) best matches
-    x_w's central molecule in orientation (proper Kabsch).
-
-    A crystal cluster is only defined up to a global rotation, and every metric is invariant to one;
-    in x_s's own frame the targets' orientations must be read off the noisy x_w lattice of centres,
-    in this frame they follow from the central molecule's pose, which x_w shows exactly.
-    """
-    b = batch.num_graphs
-    central = batch.mol == batch.central[batch.graph]
-    g = batch.graph[central]
-    p, q = x_s[central], x_w[central]
-    p = p - segment_mean(p, g, b)[g]
-    q = q - segment_mean(q, g, b)[g]
-    rot = fit_rotations(p, q, g, b, proper=True)
-    centroid = segment_mean(x_s, batch.graph, b)[batch.graph]
-    return torch.einsum("nij,nj->ni", rot[batch.graph], x_s - centroid) + centroid
-
-
 class CrystalModel(nn.Module):
-    """A backbone plus a training objective and a sampler (see the module docstring for the frame)."""
+    """A backbone plus a training objective and the velocity field a solver integrates (see the module docstring)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -195,8 +180,6 @@ class CrystalModel(nn.Module):
         """Mean squared error per atom coordinate (flow: velocity or endpoint regression; gnn-md: positions)."""
         c = self.centres(batch)
         x_w, x_s = batch.x_w - c, batch.x_s - c
-        if self.config.target_frame == "central":
-            x_s = align_to_central(x_w, x_s, batch)
         if not self.is_flow:
             return ((x_w + self.backbone(x_w, x_w, None, batch) - x_s) ** 2).mean()
         t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
@@ -220,7 +203,7 @@ class CrystalModel(nn.Module):
     def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
         """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
         if not self.is_flow:
-            raise ValueError("gnn-md has no velocity field; use predict()")
+            raise ValueError("gnn-md has no velocity field; use regress()")
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
         if t.dim() == 0:
             t = t.expand(batch.num_graphs)
@@ -246,17 +229,13 @@ class CrystalModel(nn.Module):
         return self.path.prior_sample(batch.x_w, batch.graph, batch.num_graphs, generator)
 
     @torch.no_grad()
-    def predict(self, batch: Batch, steps: int = DEFAULT_STEPS, generator: torch.Generator | None = None) -> Tensor:
-        """Predicted crystal [N, 3]: Euler integration of the flow from t=0 to 1 (gnn-md: one forward pass)."""
-        if not self.is_flow:
-            c = self.centres(batch)
-            x_w = batch.x_w - c
-            return x_w + self.backbone(x_w, x_w, None, batch) + c
-        x = self.prior(batch, generator)
-        dt = 1.0 / steps
-        for k in range(steps):
-            x = x + dt * self.velocity(x, k * dt, batch)
-        return self.constrain(x, batch)
+    def regress(self, batch: Batch) -> Tensor:
+        """gnn-md's predicted crystal [N, 3]: x_w plus the backbone's displacement, one forward pass."""
+        if self.is_flow:
+            raise ValueError(f"{self.config.method} is a flow: integrate its velocity (crystalflow.flow.solver)")
+        c = self.centres(batch)
+        x_w = batch.x_w - c
+        return x_w + self.backbone(x_w, x_w, None, batch) + c
 
 
 def build_model(config: ModelConfig) -> CrystalModel:

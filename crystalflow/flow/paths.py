@@ -8,9 +8,9 @@ A *scheduler* gives the coefficients (α_t, ω_t, σ_t) and their time derivativ
 turns them into ``sample_xt``, ``target_velocity``, ``prior_sample`` and ``sample_t``.
 
 - **LERP** (CrystalFlow-LERP, eqs. 36/37): α_t = t, ω_t = 1 − t, σ_t = s·(1 − (1 − σ_min) t) with a
-  noise scale ``s`` (Å). The paper's target is x_s − x_w (its loss ||x_s − x_w − v_θ||²); the exact
-  conditional velocity would add σ̇_t ε = −s(1 − σ_min) ε (``exact_target=True``). Limits: x_t = x_w + sε
-  at t=0 (= x_w only when s = 0) and x_s + s σ_min ε at t=1.
+  noise scale ``s`` (Å). The target is the paper's x_s − x_w (its loss ||x_s − x_w − v_θ||²), without
+  the σ̇_t ε = −s(1 − σ_min) ε of the exact conditional velocity. Limits: x_t = x_w + sε at t=0 (= x_w
+  only when s = 0) and x_s + s σ_min ε at t=1.
 - **VE** (CrystalSDE-VE, eqs. 28/29): μ_t = x_s, σ_t = σ(1−t) with σ(u) = σ_min (σ_max/σ_min)^u.
   Target u_t(x|x_s) = −(σ'(1−t)/σ(1−t))(x − x_s) with σ' = dσ/du = ln(σ_max/σ_min) σ, i.e.
   u_t = −ln(σ_max/σ_min)(x − x_s), pointing towards the crystal (= σ̇_t ε with σ̇_t = dσ_t/dt < 0).
@@ -201,9 +201,9 @@ class AffinePath:
         return mean + self.prior_std * noise
 
 
-def lerp_path(sigma: float = LERP_SIGMA, sigma_min: float = LERP_SIGMA_MIN, exact_target: bool = False) -> AffinePath:
-    """CrystalFlow-LERP; x_0 = x_w + sigma ε, target x_s − x_w (the paper's) unless ``exact_target``."""
-    return AffinePath(LerpScheduler(sigma, sigma_min), "x_w", sigma, noise_in_target=exact_target)
+def lerp_path(sigma: float = LERP_SIGMA, sigma_min: float = LERP_SIGMA_MIN) -> AffinePath:
+    """CrystalFlow-LERP; x_0 = x_w + sigma ε, target x_s − x_w (the paper's)."""
+    return AffinePath(LerpScheduler(sigma, sigma_min), "x_w", sigma, noise_in_target=False)
 
 
 def ve_path(sigma_min: float = VE_SIGMA_MIN, sigma_max: float = VE_SIGMA_MAX) -> AffinePath:
