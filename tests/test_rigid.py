@@ -136,7 +136,7 @@ def test_rigid_path_end_points_rigidity_and_velocity():
     zero = torch.zeros_like(b.x_w)
 
     def xt(t: float) -> torch.Tensor:
-        return path.sample_xt(b.x_w, motion, torch.full((len(mol), 1), t, dtype=torch.float64), zero, mol)
+        return path.geodesic(b.x_w, motion, torch.full((len(mol), 1), t, dtype=torch.float64), zero, mol)
 
     torch.testing.assert_close(xt(0.0), b.x_w, atol=1e-5, rtol=0)
     torch.testing.assert_close(xt(1.0), b.x_s, atol=1e-5, rtol=0)
@@ -146,14 +146,14 @@ def test_rigid_path_end_points_rigidity_and_velocity():
             sel = mol == m
             torch.testing.assert_close(torch.cdist(x[sel], x[sel]), torch.cdist(b.x_w[sel], b.x_w[sel]))
         fd = (xt(t + FD_STEP) - xt(t - FD_STEP)) / (2 * FD_STEP)
-        torch.testing.assert_close(path.target_velocity(x, motion, mol, g), fd, atol=1e-6, rtol=0)
+        torch.testing.assert_close(path.rigid_field(x, motion, mol, g), fd, atol=1e-6, rtol=0)
 
 
 def test_rigid_path_mirrored_input_ends_on_proper_superposition():
     b = batch_of(rigid_cluster(3, seed=7, mirror=True))
     path = RigidPath(sigma=0.0)
     motion = path.motion(b.x_w, b.x_s, b.mol, b.num_molecules)
-    end = path.sample_xt(b.x_w, motion, torch.ones(len(b.mol), 1, dtype=torch.float64), torch.zeros_like(b.x_w), b.mol)
+    end = path.geodesic(b.x_w, motion, torch.ones(len(b.mol), 1, dtype=torch.float64), torch.zeros_like(b.x_w), b.mol)
     best = superpose_conformer(b.x_w, b.x_s, b.mol, b.num_molecules, proper=True)
     torch.testing.assert_close(end, best, atol=1e-9, rtol=0)
 

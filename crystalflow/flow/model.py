@@ -5,15 +5,18 @@ x_s and x_t before anything else (and added back to predictions). This makes eve
 invariant and puts the VP path, which contracts towards the origin, in the frame it needs; the
 backbones are translation invariant anyway.
 
-The ``rigid`` method (CrystalFlow-Rigid, :class:`crystalflow.flow.paths.RigidPath`) moves whole molecules:
-before the backbone sees x_t, the input conformer is superposed on each molecule of x_t, and the
-backbone's per-atom output is projected onto per-molecule rigid motions (translation + rotation).
-Samples come from integrating :meth:`CrystalModel.velocity` with :func:`crystalflow.flow.solver.integrate`;
-gnn-md predicts in one forward pass (:meth:`CrystalModel.regress`).
+A flow model is a backbone plus a path (:mod:`crystalflow.flow.paths`); everything that depends on the
+kind of path — the rigid method's superposed conformers and rigid velocities, the velocity towards a
+predicted end point — is the path's, so the model treats every path alike. The ``rigid`` method
+(CrystalFlow-Rigid, :class:`crystalflow.flow.paths.RigidPath`) moves whole molecules: its states are the
+input conformer superposed on each molecule, and the backbone's per-atom output is projected onto
+per-molecule rigid motions (translation + rotation). Samples come from integrating
+:meth:`CrystalModel.velocity` with :func:`crystalflow.flow.solver.integrate`; gnn-md predicts in one
+forward pass (:meth:`CrystalModel.regress`).
 
 ``prediction='endpoint'`` (lerp, rigid) is orthogonal to the method: the network predicts the crystal
-x̂_1 instead of the velocity (the velocity is then (x̂_1 − x_t)/(1 − t), or the SE(3) geodesic to x̂_1
-for rigid).
+x̂_1 instead of the velocity, and the path turns it into one ((x̂_1 − x_t)/(1 − t), or the SE(3)
+geodesic to x̂_1 for rigid).
 """
 from __future__ import annotations
 
@@ -26,13 +29,10 @@ from crystalflow.backbones.registry import RIGID_OUTPUT_VARIANTS, VARIANTS, Back
 from crystalflow.common.checks import check_field_types
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
-from crystalflow.nn.rigid import rigid_velocity, superpose_conformer
 
 METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
 PREDICTIONS = ("velocity", "endpoint")
-#: endpoint models divide by 1 − t; an adaptive solver may ask at t = 1, so 1 − t is held at least this
-MIN_REMAINING_TIME = 1e-2
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
 REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cutoff": 5.0}
 #: removed options: key -> the only value still accepted (their old default, which changes nothing)
@@ -123,7 +123,7 @@ class ModelConfig:
             compile=self.compile, orientation_inputs=self.orientation_inputs,
         )
 
-    def path(self) -> paths.AffinePath | paths.RigidPath | None:
+    def path(self) -> paths.ProbabilityPath | None:
         """The probability path of a flow method (None for gnn-md)."""
         if self.method == "rigid":
             return paths.rigid_path(self.lerp_sigma, self.lerp_sigma_min)
@@ -150,21 +150,14 @@ class CrystalModel(nn.Module):
         """True for lerp / ve / vp / rigid."""
         return self.path is not None
 
-    @property
-    def is_rigid(self) -> bool:
-        """True when the model moves whole molecules (the rigid method)."""
-        return isinstance(self.path, paths.RigidPath)
-
     def _condition(self, x_w: Tensor, x_t: Tensor) -> Tensor:
         """What the backbone gets as its input cluster: x_w, or x_t itself when not conditioning on x_w."""
         return x_w if self.config.condition_on_input else x_t
 
     def constrain(self, x: Tensor, batch: Batch) -> Tensor:
-        """Positions a model's state must have: the rigid method's molecules are the input conformer
-        superposed on ``x`` (proper rotations); other methods leave ``x`` unchanged."""
-        if not self.is_rigid:
-            return x
-        return superpose_conformer(batch.x_w, x, batch.mol, batch.num_molecules, proper=True)
+        """Positions a model's state must have: its path's ``constrain`` (the rigid method's molecules are the
+        input conformer superposed on ``x``); gnn-md leaves ``x`` unchanged."""
+        return x if self.path is None else self.path.constrain(x, batch)
 
     @staticmethod
     def centres(batch: Batch) -> Tensor:
@@ -184,21 +177,11 @@ class CrystalModel(nn.Module):
             return ((x_w + self.backbone(x_w, x_w, None, batch) - x_s) ** 2).mean()
         t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
         noise = torch.randn(x_w.shape, generator=generator, device=x_w.device, dtype=x_w.dtype)
-        t_atom = t[batch.graph, None]
-        if self.is_rigid:
-            g = batch.num_molecules
-            motion = self.path.motion(x_w, x_s, batch.mol, g)
-            x_t = self.constrain(self.path.sample_xt(x_w, motion, t_atom, noise, batch.mol), batch)
-            out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
-            if self.predicts_endpoint:  # the path's end: x_w's conformer on x_s
-                return ((x_t + out - self.constrain(x_s, batch)) ** 2).mean()
-            v = rigid_velocity(out, x_t, batch.mol, g)
-            return ((v - self.path.target_velocity(x_t, motion, batch.mol, g)) ** 2).mean()
-        x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
-        out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
+        sample = self.path.sample(x_w, x_s, t, noise, batch)
+        out = self.backbone(sample.x_t, self._condition(x_w, sample.x_t), t, batch)
         if self.predicts_endpoint:
-            return ((x_t + out - x_s) ** 2).mean()
-        return ((out - self.path.target_velocity(x_w, x_s, t_atom, noise)) ** 2).mean()
+            return ((sample.x_t + out - sample.x_1) ** 2).mean()
+        return ((self.path.project(out, sample.x_t, batch) - sample.target) ** 2).mean()
 
     def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
         """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
@@ -208,25 +191,17 @@ class CrystalModel(nn.Module):
         if t.dim() == 0:
             t = t.expand(batch.num_graphs)
         c = self.centres(batch)
-        if self.is_rigid:
-            x_t = self.constrain(x_t, batch)
+        x_t = self.path.constrain(x_t, batch)
         out = self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
         if self.predicts_endpoint:
-            remaining = (1.0 - t).clamp(min=MIN_REMAINING_TIME)[batch.graph, None]
-            if not self.is_rigid:
-                return out / remaining
-            g = batch.num_molecules
-            end = self.constrain(x_t + out, batch)
-            return self.path.target_velocity(x_t, self.path.motion(x_t, end, batch.mol, g), batch.mol, g) / remaining
-        if self.is_rigid:
-            return rigid_velocity(out, x_t, batch.mol, batch.num_molecules)
-        return out
+            return self.path.endpoint_velocity(x_t, out, t, batch)
+        return self.path.project(out, x_t, batch)
 
     def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         """x_0 [N, 3] in the batch's frame (gnn-md: x_w itself)."""
         if not self.is_flow:
             return batch.x_w.clone()
-        return self.path.prior_sample(batch.x_w, batch.graph, batch.num_graphs, generator)
+        return self.path.prior(batch, generator)
 
     @torch.no_grad()
     def regress(self, batch: Batch) -> Tensor:
