@@ -22,6 +22,7 @@ Z = np.array([6, 6, 8, 7, 1, 1])
 #: a regular hexagon: two equal principal moments, no third moment (the anchor frame must take over)
 HEXAGON = np.array([[np.cos(a), np.sin(a), 0.0] for a in np.arange(6) * np.pi / 3]) * 1.4
 SMALL = BackboneConfig(variant="molecule-painn", hidden=16, layers=2, n_rbf=8)
+MOLECULE_PAINN = BackboneConfig(variant="molecule-painn")
 
 
 def tiny_net(**overrides):
@@ -121,9 +122,9 @@ def test_inversion_of_the_input_is_not_an_equivariance():
 
 def test_config_requires_endpoint_prediction():
     with pytest.raises(ValueError, match="molecule-painn backbone"):
-        ModelConfig(method="rigid", backbone="molecule-painn")
-    ModelConfig(method="gnn-md", backbone="molecule-painn")
-    ModelConfig(method="lerp", backbone="molecule-painn", prediction="endpoint")
+        ModelConfig(method="rigid", backbone=MOLECULE_PAINN)
+    ModelConfig(method="gnn-md", backbone=MOLECULE_PAINN)
+    ModelConfig(method="lerp", backbone=MOLECULE_PAINN, prediction="endpoint")
 
 
 #: a triclinic lattice (Å): no proper rotation maps it onto itself, so it fixes an orientation
@@ -135,8 +136,8 @@ def test_learns_to_turn_every_molecule_to_the_crystal_orientation():
     drawn anew every step: the lattice alone (no orientation inputs) turns unseen inputs far closer to the
     crystal within 500 steps. Without the commutator starting vectors this stays at the random level."""
     torch.manual_seed(0)
-    cfg = ModelConfig(method="gnn-md", backbone="molecule-painn", hidden=32, layers=2, n_rbf=8,
-                      orientation_inputs=False)
+    net = BackboneConfig(variant="molecule-painn", hidden=32, layers=2, n_rbf=8, orientation_inputs=False)
+    cfg = ModelConfig(method="gnn-md", backbone=net)
     model = build_model(cfg).double()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     body = MOL - MOL.mean(0)

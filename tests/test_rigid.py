@@ -8,13 +8,20 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from crystalflow.backbones.registry import BackboneConfig
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import ModelConfig, build_model
 from crystalflow.flow.paths import RigidPath
 from crystalflow.flow.solver import integrate
 from crystalflow.nn.graph import segment_mean
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, so3_exp, so3_log, superpose_conformer
+from crystalflow.nn.rigid import (
+    fit_rotations,
+    rigid_velocity,
+    so3_exp,
+    so3_log,
+    superpose_conformer,
+)
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -163,7 +170,8 @@ def test_rigid_path_mirrored_input_ends_on_proper_superposition():
 
 def tiny_rigid(**kw):
     torch.manual_seed(0)
-    return build_model(ModelConfig(method="rigid", hidden=16, layers=2, n_rbf=8, **kw)).double()
+    net = BackboneConfig(hidden=16, layers=2, n_rbf=8)
+    return build_model(ModelConfig(method="rigid", backbone=net, **kw)).double()
 
 
 def test_rigid_model_velocity_is_rigid_and_equivariant():

@@ -17,15 +17,19 @@ forward pass (:meth:`CrystalModel.regress`).
 ``prediction='endpoint'`` (lerp, rigid) is orthogonal to the method: the network predicts the crystal
 x̂_1 instead of the velocity, and the path turns it into one ((x̂_1 − x_t)/(1 − t), or the SE(3)
 geodesic to x̂_1 for rigid).
+
+:class:`ModelConfig` holds the backbone's own :class:`~crystalflow.backbones.registry.BackboneConfig`
+(JSON: ``{"method": "lerp", "backbone": {"variant": "fast", "hidden": 64, ...}}``); :meth:`ModelConfig.from_dict`
+also reads the flat form of older config files, where the backbone's fields sit beside the method's.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
 
-from crystalflow.backbones.registry import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
+from crystalflow.backbones.registry import BackboneConfig, build_backbone
 from crystalflow.common.checks import check_field_types
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
@@ -34,9 +38,26 @@ METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
 PREDICTIONS = ("velocity", "endpoint")
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
-REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cutoff": 5.0}
+REFERENCE_BACKBONE = BackboneConfig(variant="reference", hidden=128, layers=4, cutoff=5.0)
+#: BackboneConfig fields that the flat (older) form of a config holds beside the method's fields
+#: (its ``"backbone"`` is the variant name)
+FLAT_BACKBONE_KEYS = (
+    "hidden", "layers", "n_rbf", "cutoff", "intra_cutoff", "contact_cutoff", "max_contacts", "mol_cutoff", "compile",
+    "orientation_inputs",
+)
 #: removed options: key -> the only value still accepted (their old default, which changes nothing)
 REMOVED_OPTIONS = {"target_frame": "input", "lerp_exact_target": False}
+
+
+def merge_config_dicts(*dicts: dict) -> dict:
+    """ModelConfig dicts merged left to right; nested ``"backbone"`` objects are merged key by key."""
+    out: dict = {}
+    for d in dicts:
+        for key, value in d.items():
+            if key == "backbone" and isinstance(value, dict) and isinstance(out.get(key), dict):
+                value = {**out[key], **value}
+            out[key] = value
+    return out
 
 
 @dataclass
@@ -44,15 +65,8 @@ class ModelConfig:
     """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
-    backbone: str = "fast"  #: 'fast' | 'reference' | 'molecule-painn' (the last: rigid outputs)
-    hidden: int = 64
-    layers: int = 3
-    n_rbf: int = 20
-    cutoff: float = 5.0  #: reference backbone: atom-pair cutoff (Å); the paper uses 20 and 50
-    intra_cutoff: float = 3.0  #: fast backbone: intra-molecular pairs within this distance in x_w (Å)
-    contact_cutoff: float = 4.0  #: fast backbone: inter-molecular atom contacts within this distance in x_t (Å)
-    max_contacts: int = 32  #: fast backbone: at most this many nearest contacts per atom (0 = all; never binds in crystals)
-    mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
+    #: the network: variant ('fast', 'reference', 'molecule-painn') and its hyper-parameters
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lerp_sigma: float = paths.LERP_SIGMA  #: LERP and rigid: noise scale σ (Å) of the path
     lerp_sigma_min: float = paths.LERP_SIGMA_MIN
     ve_sigma_min: float = paths.VE_SIGMA_MIN
@@ -60,7 +74,6 @@ class ModelConfig:
     vp_beta_min: float = paths.VP_BETA_MIN
     vp_beta_max: float = paths.VP_BETA_MAX
     vp_scale: float = paths.VP_SCALE  #: length unit (Å) of the VP process
-    compile: bool = False  #: torch.compile the backbone's layer stack
     #: give the velocity network x_w besides x_t (the paper's v_θ(x_t, x_w, t)). With a path that starts at
     #: x_w, (x_t − x_w)/t reveals the LERP target for t > 0, so the network need only learn near t = 0;
     #: False trains v_θ(x_t, t) (lerp and rigid only: their flows still start from x_w)
@@ -70,35 +83,40 @@ class ModelConfig:
     #: (rigid: the SE(3) geodesic to the superposed x̂_1). Orientations are then a smooth function to learn,
     #: where a rotation vector near π is not
     prediction: str = "velocity"
-    #: molecule-painn backbone: let the network see each molecule's current orientation (its axes). Where the
-    #: input orientations are uniformly random (the 'solution' and 'liquid' presets) they are noise at t = 0,
-    #: and a network that must learn to ignore them learns the lattice far more slowly: switch them off there
-    orientation_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.backbone not in VARIANTS:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(VARIANTS)}")
+        if not isinstance(self.backbone, BackboneConfig):
+            raise TypeError(f"backbone must be a BackboneConfig, got {type(self.backbone).__name__}")
         if not self.condition_on_input and self.method not in ("lerp", "rigid"):
             raise ValueError("condition_on_input=False needs a path that starts at x_w (lerp or rigid)")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; choose from {', '.join(PREDICTIONS)}")
         if self.prediction == "endpoint" and self.method not in ("lerp", "rigid"):
             raise ValueError("prediction='endpoint' needs a path that ends at the crystal (lerp or rigid)")
-        if self.backbone in RIGID_OUTPUT_VARIANTS and self.method != "gnn-md" and self.prediction != "endpoint":
-            raise ValueError(f"the {self.backbone} backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
+        if self.backbone.rigid_output and self.method != "gnn-md" and self.prediction != "endpoint":
+            raise ValueError(f"the {self.backbone.variant} backbone predicts displacements: "
+                             "use prediction='endpoint' (or gnn-md)")
+
+    @property
+    def is_flow(self) -> bool:
+        """True for the flow methods (lerp / ve / vp / rigid), False for gnn-md."""
+        return self.method in FLOW_METHODS
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-serialisable)."""
+        """Plain dict (JSON-serialisable), the backbone's config nested under ``"backbone"``."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError.
 
-        Removed options are accepted at the value that changes nothing (``target_frame: "input"``,
-        ``lerp_exact_target: false``, as older config files hold them); any other value is a ValueError.
+        Also reads the flat form of older config files: ``"backbone"`` a variant name and the backbone's
+        fields (``hidden``, ``layers``, ...) beside the method's; flat fields given next to a nested
+        ``"backbone"`` object override its entries. Removed options are accepted at the value that
+        changes nothing (``target_frame: "input"``, ``lerp_exact_target: false``), any other value is a
+        ValueError, as is the removed ``frames`` backbone.
         """
         d = dict(d)
         for key, kept in REMOVED_OPTIONS.items():
@@ -107,21 +125,19 @@ class ModelConfig:
                 if value != kept or type(value) is not type(kept):
                     raise ValueError(f"the {key} option was removed: only its default {kept!r} is accepted, "
                                      f"got {value!r}")
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        nested = d.pop("backbone", {})
+        flat = {key: d.pop(key) for key in FLAT_BACKBONE_KEYS if key in d}
+        if isinstance(nested, str):  # the flat form: "backbone" names the variant
+            nested = {"variant": nested}
+        elif isinstance(nested, BackboneConfig):
+            nested = nested.to_dict()
+        elif not isinstance(nested, dict):
+            raise TypeError(f"backbone must be an object (or a variant name), got {nested!r:.40}")
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
         check_field_types(cls, d)
-        return cls(**d)
-
-    def backbone_config(self) -> BackboneConfig:
-        """The :class:`BackboneConfig` this model config implies."""
-        return BackboneConfig(
-            variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
-            intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff,
-            max_contacts=self.max_contacts, mol_cutoff=self.mol_cutoff,
-            compile=self.compile, orientation_inputs=self.orientation_inputs,
-        )
+        return cls(**d, backbone=BackboneConfig.from_dict({**nested, **flat}))
 
     def path(self) -> paths.ProbabilityPath | None:
         """The probability path of a flow method (None for gnn-md)."""
@@ -142,7 +158,7 @@ class CrystalModel(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone_config(), time=config.method in FLOW_METHODS)
+        self.backbone = build_backbone(config.backbone, time=config.is_flow)
         self.path = config.path()
 
     @property
