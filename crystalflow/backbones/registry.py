@@ -37,7 +37,15 @@ REMOVED_VARIANTS = {"frames": "molecule-painn"}
 
 @dataclass
 class BackboneConfig:
-    """Hyper-parameters of a backbone (see the module docstring for the variants)."""
+    """Hyper-parameters of a backbone (see the module docstring for the variants); a ModelConfig holds one.
+
+    Example::
+
+        import crystalflow as cf
+
+        small = cf.BackboneConfig(variant="fast", hidden=32, layers=2)
+        cf.ModelConfig(method="lerp", backbone=small).to_dict()["backbone"]["hidden"]   # 32
+    """
 
     variant: str = "fast"  #: 'fast' | 'reference' | 'molecule-painn'
     hidden: int = 64

@@ -80,7 +80,16 @@ def sample_dataset(
 ) -> str:
     """Predict ``samples`` crystals for every cluster of a split; write a PRED_DIR (see predictions.py).
 
-    ``keep_trajectory`` > 0 stores that many + 1 evenly spaced frames of each trajectory.
+    ``keep_trajectory`` > 0 stores that many + 1 evenly spaced frames of each trajectory. Flow models are
+    integrated with ``solver`` in ``steps`` steps (:func:`crystalflow.flow.solver.integrate`); gnn-md is
+    deterministic, so it gets one sample per cluster and no trajectory.
+
+    Example::
+
+        import crystalflow as cf
+
+        model, config = cf.load_model("run")
+        cf.sample_dataset(model, "cod17", "test", "pred", {"method": config.model.method}, samples=4, steps=20)
     """
     import time
 

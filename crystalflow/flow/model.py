@@ -62,7 +62,17 @@ def merge_config_dicts(*dicts: dict) -> dict:
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
+    """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`).
+
+    Example::
+
+        import crystalflow as cf
+
+        ours = cf.ModelConfig(method="rigid", prediction="endpoint", condition_on_input=False,
+                              backbone=cf.BackboneConfig(variant="molecule-painn", hidden=32))
+        cf.ModelConfig.from_dict(ours.to_dict()) == ours                             # True
+        cf.ModelConfig.from_dict({"method": "lerp", "backbone": {"hidden": 32}})     # the JSON form
+    """
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
     #: the network: variant ('fast', 'reference', 'molecule-painn') and its hyper-parameters
