@@ -30,7 +30,13 @@ import torch  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from crystalflow.data.dataset import Batch, ClusterDataset, collate  # noqa: E402
-from crystalflow.flow.model import REFERENCE_BACKBONE, CrystalModel, ModelConfig, build_model  # noqa: E402
+from crystalflow.flow.model import (  # noqa: E402
+    REFERENCE_BACKBONE,
+    CrystalModel,
+    ModelConfig,
+    build_model,
+    merge_config_dicts,
+)
 
 THREADS = 2
 DEFAULT_DATA = "/tmp/d"
@@ -167,7 +173,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast model (minutes of warm-up)")
     p.add_argument("--val-clusters", type=int, default=6)
-    p.add_argument("--fast", default="{}", help="JSON overrides of the fast ModelConfig")
+    p.add_argument("--fast", default="{}",
+                   help='JSON overrides of the fast ModelConfig, e.g. {"backbone": {"hidden": 32}}')
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=THREADS)
     args = p.parse_args(argv)
@@ -186,8 +193,9 @@ def main(argv: list[str] | None = None) -> None:
     val_records = [valid[i] for i in range(min(args.val_clusters, len(valid)))]
     val = [collate(val_records[a : a + args.batch_size]) for a in range(0, len(val_records), args.batch_size)]
     configs = {
-        "fast": ModelConfig(method=args.method, **{"compile": args.compile, **json.loads(args.fast)}),
-        "reference": ModelConfig(method=args.method, **REFERENCE_BACKBONE),
+        "fast": ModelConfig.from_dict(merge_config_dicts(
+            {"method": args.method, "backbone": {"compile": args.compile}}, json.loads(args.fast))),
+        "reference": ModelConfig(method=args.method, backbone=REFERENCE_BACKBONE),
     }
     n_params = {k: sum(p.numel() for p in build_model(c).parameters()) for k, c in configs.items()}
     timed = [stream[i] for i in range(1, args.timing_steps + 1)]

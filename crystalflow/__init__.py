@@ -30,6 +30,7 @@ _API = {
     "ClusterDataset": "crystalflow.data.dataset",
     "TrainConfig": "crystalflow.training.config",
     "ModelConfig": "crystalflow.flow.model",
+    "BackboneConfig": "crystalflow.backbones.registry",
     "train": "crystalflow.training.trainer",
     "load_model": "crystalflow.training.checkpoint",
     "sample_dataset": "crystalflow.evaluation.sampling",

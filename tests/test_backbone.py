@@ -1,4 +1,4 @@
-"""Tests of crystalflow.backbones.painn: E(3) equivariance, molecule permutation, cluster isolation, neighbour search."""
+"""Tests of the backbones (crystalflow.backbones): E(3) equivariance, molecule permutation, cluster isolation, time."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,15 +7,10 @@ import torch
 from scipy.spatial.transform import Rotation
 from toys import toy_cluster
 
-from crystalflow.backbones.painn import (
-    BackboneConfig,
-    build_backbone,
-    intra_pairs,
-    molecule_pairs,
-    radius_pairs,
-)
+from crystalflow.backbones.registry import BACKBONES, RIGID_OUTPUT_VARIANTS, BackboneConfig, build_backbone
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
+from crystalflow.nn.graph import intra_pairs, radius_pairs
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -32,9 +27,8 @@ SMALL = {"hidden": 16, "layers": 2, "n_rbf": 8}
 VARIANTS = {
     "reference": BackboneConfig(variant="reference", cutoff=5.0, **SMALL),
     "fast": BackboneConfig(variant="fast", intra_cutoff=3.0, contact_cutoff=4.0, mol_cutoff=30.0, **SMALL),
-    "frames": BackboneConfig(variant="frames", **SMALL),
     "molecule-painn": BackboneConfig(variant="molecule-painn", **SMALL),
-    "molecule-painn-lattice": BackboneConfig(variant="molecule-painn", orientations=False, **SMALL),
+    "molecule-painn-lattice": BackboneConfig(variant="molecule-painn", orientation_inputs=False, **SMALL),
 }
 PAINN = ("reference", "fast")
 
@@ -82,7 +76,7 @@ def test_fast_variant_uses_contacts_and_intra_pairs():
 
 @pytest.mark.parametrize("perm", [[0, 3, 6, 1, 5, 2, 4], [3, 0, 6, 1, 5, 2, 4]], ids=["neighbours", "all"])
 def test_molecule_permutation_permutes_output(model, perm):
-    if perm[0] != 0 and model.cfg.variant in ("frames", "molecule-painn"):
+    if perm[0] != 0 and model.cfg.variant == "molecule-painn":
         pytest.skip(f"{model.cfg.variant} marks the first molecule as the central one: only its neighbours are "
                     "interchangeable")
     rec = toy_cluster(MOL_A, Z_A, 7, seed=3)
@@ -113,65 +107,6 @@ def test_clusters_in_a_batch_do_not_interact(model):
     torch.testing.assert_close(out_rev[-len(out_alone):], out_alone, atol=EXACT, rtol=0)
 
 
-def test_radius_pairs_match_brute_force():
-    batch = collate(two_clusters())
-    x, ptr = batch.x_s.double(), batch.ptr
-    cutoff = 4.0
-    d = torch.cdist(x, x)
-    same_cluster = batch.graph[:, None] == batch.graph[None, :]
-    other_mol = batch.mol[:, None] != batch.mol[None, :]
-    expect = (d < cutoff) & same_cluster & ~torch.eye(len(x), dtype=torch.bool)
-    i, j = radius_pairs(x, ptr, cutoff)
-    got = torch.zeros_like(expect)
-    got[i, j] = True
-    assert torch.equal(got, expect) and len(i) == int(expect.sum())
-    i, j = radius_pairs(x, ptr, cutoff, mol=batch.mol, directed=False)
-    assert bool((i < j).all())
-    got = torch.zeros_like(expect)
-    got[i, j] = True
-    assert torch.equal(got | got.T, expect & other_mol)
-
-
-def test_radius_pairs_cap_keeps_each_atoms_nearest_contacts():
-    batch = collate(two_clusters())
-    x = batch.x_s.double() * 0.5  # squeezed: many contacts per atom
-    cutoff, k = 4.0, 3
-    full_i, full_j = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol)
-    i, j = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol, max_neighbours=k)
-    n = len(x)
-    full = torch.zeros(n, n, dtype=torch.bool)
-    full[full_i, full_j] = True
-    got = torch.zeros_like(full)
-    got[i, j] = True
-    assert int(full.sum(1).max()) > k  # the cap is active
-    assert torch.equal(got, got.T) and bool((got <= full).all()) and len(i) <= 2 * n * k
-    d = torch.cdist(x, x).masked_fill(~full, float("inf"))
-    for a in range(n):  # every atom keeps its k nearest contacts (or all it has)
-        nearest = d[a].argsort()[: min(k, int(full[a].sum()))]
-        assert bool(got[a, nearest].all())
-    # undirected output: the same pairs, each once
-    ui, uj = radius_pairs(x, batch.ptr, cutoff, mol=batch.mol, directed=False, max_neighbours=k)
-    assert bool((ui < uj).all()) and 2 * len(ui) == len(i)
-
-
-def test_intra_pairs_match_brute_force():
-    batch = collate(two_clusters())
-    x = batch.x_w.double()
-    d = torch.cdist(x, x)
-    expect = torch.triu((d < 2.5) & (batch.mol[:, None] == batch.mol[None, :]), diagonal=1)
-    i, j = intra_pairs(x, batch, 2.5)
-    got = torch.zeros_like(expect)
-    got[i, j] = True
-    assert torch.equal(got, expect) and len(i) == int(expect.sum())
-
-
-def test_molecule_pairs_stay_in_cluster():
-    batch = collate(two_clusters())
-    g, h = molecule_pairs(batch.mol_graph)
-    assert len(g) == 7 * 6 + 5 * 4
-    assert bool((batch.mol_graph[g] == batch.mol_graph[h]).all()) and bool((g != h).all())
-
-
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_float32_gradients_finite_with_coincident_atoms(variant):
     torch.manual_seed(0)
@@ -195,13 +130,23 @@ def test_time_embedding_matters_and_is_required():
     assert (a - b).abs().max() > 1e-8
     with pytest.raises(ValueError):
         run(net, batch, x, batch.x_w, None)
-    no_time = build_backbone(BackboneConfig(variant="fast", time=False, **SMALL)).double()
+    no_time = build_backbone(BackboneConfig(variant="fast", **SMALL), time=False).double()
     assert run(no_time, batch, x, batch.x_w, None).shape == x.shape
 
 
-def test_unknown_variant_rejected():
-    with pytest.raises(ValueError):
-        build_backbone(BackboneConfig(variant="nope"))
+def test_registry_and_unknown_or_removed_variants():
+    assert set(BACKBONES) == {"fast", "reference", "molecule-painn"} and RIGID_OUTPUT_VARIANTS == ("molecule-painn",)
+    assert all(isinstance(build_backbone(cfg), BACKBONES[cfg.variant]) for cfg in VARIANTS.values())
+    with pytest.raises(ValueError, match="unknown backbone 'nope'"):
+        BackboneConfig(variant="nope")
+    with pytest.raises(ValueError, match="frames backbone was removed"):
+        BackboneConfig(variant="frames")
+    cfg = BackboneConfig(variant="reference", hidden=8, cutoff=6.0)
+    assert BackboneConfig.from_dict(cfg.to_dict()) == cfg and BackboneConfig.from_dict({}) == BackboneConfig()
+    with pytest.raises(ValueError, match="unknown backbone keys: size"):
+        BackboneConfig.from_dict({"size": 8})
+    with pytest.raises(TypeError, match="hidden must be an integer"):
+        BackboneConfig.from_dict({"hidden": "8"})
 
 
 @pytest.mark.slow

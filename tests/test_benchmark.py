@@ -38,8 +38,8 @@ def tiny_sources(tmp_path_factory, embedded_dir: Path) -> Path:
 def tiny_plan(src: Path) -> bm.BenchmarkPlan:
     return bm.BenchmarkPlan(
         sources=[str(src)], seeds=(0,), methods=("lerp",), baselines=("identity",), epochs=1, batch_size=4,
-        max_atoms=40, samples_per_crystal=3, samples=1, steps=2, model={"hidden": 8, "layers": 1, "n_rbf": 4},
-        workers=1,
+        max_atoms=40, samples_per_crystal=3, samples=1, steps=2,
+        model={"backbone": {"hidden": 8, "layers": 1, "n_rbf": 4}}, workers=1,
     )
 
 
@@ -85,15 +85,15 @@ def test_variants_noise_and_our_training_setup():
     plan = bm.quick_plan()
     lerp = plan.train_config("lerp", 1, "melt")
     assert (lerp.epochs, lerp.batch_size, lerp.seed, lerp.fresh_noise) == (bm.QUICK_EPOCHS, 4, 1, False)
-    assert (lerp.model.method, lerp.model.backbone, lerp.model.hidden) == ("lerp", "fast", 32)
+    assert (lerp.model.method, lerp.model.backbone.variant, lerp.model.backbone.hidden) == ("lerp", "fast", 32)
     for variant, sees_orientations in (("plain", False), ("inversion", False), ("melt", True)):
         ours = plan.train_config("rigid", 2, variant)
         assert (ours.epochs, ours.batch_size, ours.lr, ours.seed, ours.fresh_noise) == (
             bm.QUICK_OURS_EPOCHS[variant], bm.OURS_BATCH, bm.OURS_LR, 2, True)
         m = ours.model
-        assert (m.method, m.backbone, m.prediction, m.condition_on_input, m.hidden) == (
+        assert (m.method, m.backbone.variant, m.prediction, m.condition_on_input, m.backbone.hidden) == (
             "rigid", "molecule-painn", "endpoint", False, 32)
-        assert m.orientation_inputs is sees_orientations
+        assert m.backbone.orientation_inputs is sees_orientations
     assert plan.variants == bm.QUICK_VARIANTS and bm.BenchmarkPlan(sources=[]).variants == tuple(bm.VARIANTS)
     # Table 3 compares the paper's LERP with ours and the baselines; --methods still narrows it
     assert [n for n in bm.METHODS + bm.BASELINES if plan.runs("melt", n)] == ["lerp", "rigid", "identity", "packmol"]

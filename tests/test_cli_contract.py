@@ -26,7 +26,7 @@ from crystalflow.data.cluster17_csv import export_cluster17
 
 #: three small COD crystals: one each for train, valid and test
 CIFS = ["2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif"]
-TINY_TRAINING = {"epochs": 1, "batch_size": 2, "model": {"hidden": 8, "layers": 1}}
+TINY_TRAINING = {"epochs": 1, "batch_size": 2, "model": {"backbone": {"hidden": 8, "layers": 1}}}
 BENZENE = "c1ccccc1"
 needs_rdkit = pytest.mark.skipif(importlib.util.find_spec("rdkit") is None,
                                  reason="reading SMILES needs RDKit (the predict extra)")
@@ -153,7 +153,7 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda w, t: ["train", w.data, "-o", str(t / "r"), "--config", _config(t, {"fresh_noise": 1}), "-q"],
         "fresh_noise must be true or false"),
     "train/config-model-hidden-text": (
-        lambda w, t: ["train", w.data, "-o", str(t / "r"), "--config", _config(t, {"model": {"hidden": "8"}}), "-q"],
+        lambda w, t: ["train", w.data, "-o", str(t / "r"), "--config", _config(t, {"model": {"backbone": {"hidden": "8"}}}), "-q"],
         "hidden must be an integer"),
     "train/config-model-not-object": (
         lambda w, t: ["train", w.data, "-o", str(t / "r"), "--config", _config(t, {"model": [8]}), "-q"],

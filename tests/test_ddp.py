@@ -72,7 +72,7 @@ class TinyFlow(nn.Module):
 
 
 #: the smallest real model: the DDP run trains a real CrystalModel
-TINY_MODEL = dict(method="lerp", backbone="fast", hidden=8, layers=1)
+TINY_MODEL = {"method": "lerp", "backbone": {"variant": "fast", "hidden": 8, "layers": 1}}
 _MODELS: list[nn.Module] = []
 
 
@@ -106,7 +106,7 @@ def _worker(dataset: str, tmp: str, config: TrainConfig) -> dict:
 
 def cfg(**kw) -> TrainConfig:
     return TrainConfig(**{**dict(epochs=1, batch_size=BATCH, lr=1e-2, warmup_steps=0, log_every=1, seed=3,
-                                 threads=1, device="cpu", model=models.ModelConfig(**TINY_MODEL)), **kw})
+                                 threads=1, device="cpu", model=models.ModelConfig.from_dict(TINY_MODEL)), **kw})
 
 
 @pytest.fixture(scope="module")

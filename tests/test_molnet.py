@@ -7,12 +7,12 @@ import torch
 from scipy.spatial.transform import Rotation
 from toys import toy_cluster
 
-from crystalflow.backbones.frames import molecule_frames
 from crystalflow.backbones.molecule_painn import molecule_axes
-from crystalflow.backbones.painn import BackboneConfig, build_backbone
+from crystalflow.backbones.registry import BackboneConfig, build_backbone
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import ModelConfig, build_model
+from crystalflow.nn.frames import molecule_frames
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -22,6 +22,7 @@ Z = np.array([6, 6, 8, 7, 1, 1])
 #: a regular hexagon: two equal principal moments, no third moment (the anchor frame must take over)
 HEXAGON = np.array([[np.cos(a), np.sin(a), 0.0] for a in np.arange(6) * np.pi / 3]) * 1.4
 SMALL = BackboneConfig(variant="molecule-painn", hidden=16, layers=2, n_rbf=8)
+MOLECULE_PAINN = BackboneConfig(variant="molecule-painn")
 
 
 def tiny_net(**overrides):
@@ -85,7 +86,7 @@ def test_x_w_is_not_an_input():
 
 
 def test_without_orientation_inputs_the_prediction_ignores_how_molecules_are_turned():
-    net = tiny_net(orientations=False)
+    net = tiny_net(orientation_inputs=False)
     b = batch64()
     t = torch.tensor([0.2], dtype=torch.float64)
     c = torch.stack([b.x_w[b.mol == g].mean(0) for g in range(b.num_molecules)])
@@ -121,9 +122,9 @@ def test_inversion_of_the_input_is_not_an_equivariance():
 
 def test_config_requires_endpoint_prediction():
     with pytest.raises(ValueError, match="molecule-painn backbone"):
-        ModelConfig(method="rigid", backbone="molecule-painn")
-    ModelConfig(method="gnn-md", backbone="molecule-painn")
-    ModelConfig(method="lerp", backbone="molecule-painn", prediction="endpoint")
+        ModelConfig(method="rigid", backbone=MOLECULE_PAINN)
+    ModelConfig(method="gnn-md", backbone=MOLECULE_PAINN)
+    ModelConfig(method="lerp", backbone=MOLECULE_PAINN, prediction="endpoint")
 
 
 #: a triclinic lattice (Å): no proper rotation maps it onto itself, so it fixes an orientation
@@ -135,8 +136,8 @@ def test_learns_to_turn_every_molecule_to_the_crystal_orientation():
     drawn anew every step: the lattice alone (no orientation inputs) turns unseen inputs far closer to the
     crystal within 500 steps. Without the commutator starting vectors this stays at the random level."""
     torch.manual_seed(0)
-    cfg = ModelConfig(method="gnn-md", backbone="molecule-painn", hidden=32, layers=2, n_rbf=8,
-                      orientation_inputs=False)
+    net = BackboneConfig(variant="molecule-painn", hidden=32, layers=2, n_rbf=8, orientation_inputs=False)
+    cfg = ModelConfig(method="gnn-md", backbone=net)
     model = build_model(cfg).double()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     body = MOL - MOL.mean(0)
@@ -152,7 +153,7 @@ def test_learns_to_turn_every_molecule_to_the_crystal_orientation():
 
     def angle(batch) -> float:
         with torch.no_grad():
-            pred = model.predict(batch).reshape(9, len(Z), 3)
+            pred = model.regress(batch).reshape(9, len(Z), 3)
         p = (pred - pred.mean(1, keepdim=True)).numpy()
         return float(np.degrees(np.mean([Rotation.align_vectors(q, body)[0].magnitude() for q in p])))
 

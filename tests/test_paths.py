@@ -1,20 +1,29 @@
-"""Tests of crystalflow.flow.paths: end points, finite-difference velocities and hand-computed values."""
+"""Tests of crystalflow.flow.paths: end points, finite-difference velocities, hand values and the path interface."""
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
+from toys import toy_cluster
 
+from crystalflow.data.dataset import collate
 from crystalflow.flow.paths import (
+    MIN_REMAINING_TIME,
+    AffinePath,
     LerpScheduler,
+    PathSample,
     VEScheduler,
     VPScheduler,
     cluster_mean,
     lerp_path,
+    rigid_path,
     ve_path,
     vp_path,
 )
+from crystalflow.nn.rigid import rigid_velocity, superpose_conformer
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -68,7 +77,7 @@ def test_lerp_target_is_paper_velocity_and_fd_without_noise(t):
     noiseless = lerp_path(sigma=0.0)
     torch.testing.assert_close(noiseless.target_velocity(x_w, x_s, full(t), noise),
                                fd_velocity(noiseless, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
-    exact = lerp_path(sigma=0.1, exact_target=True)
+    exact = AffinePath(LerpScheduler(0.1), "x_w", 0.1, noise_in_target=True)  # + σ̇_t ε: the exact d x_t / dt
     torch.testing.assert_close(exact.target_velocity(x_w, x_s, full(t), noise),
                                fd_velocity(exact, x_w, x_s, noise, t), atol=FD_TOL, rtol=0)
 
@@ -174,20 +183,77 @@ def test_priors():
     n = 20000
     g = torch.Generator().manual_seed(0)
     x_w = torch.randn(n, 3, generator=g, dtype=torch.float64) * 3 + torch.tensor([10.0, 0, 0], dtype=torch.float64)
-    graph = torch.zeros(n, dtype=torch.long)
+    batch = SimpleNamespace(x_w=x_w, graph=torch.zeros(n, dtype=torch.long), num_graphs=1)  # what prior() reads
     centre = x_w.mean(0)
-    ve = ve_path(sigma_max=20.0).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    ve = ve_path(sigma_max=20.0).prior(batch, torch.Generator().manual_seed(1))
     assert torch.allclose(ve.mean(0), centre, atol=0.5) and ve.std(0).sub(20.0).abs().max() < 0.5
-    vp = vp_path(scale=1.0).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    vp = vp_path(scale=1.0).prior(batch, torch.Generator().manual_seed(1))
     assert torch.allclose(vp.mean(0), centre, atol=0.05) and vp.std(0).sub(1.0).abs().max() < 0.05
-    vp10 = vp_path().prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))  # default unit: 10 Å
+    vp10 = vp_path().prior(batch, torch.Generator().manual_seed(1))  # default unit: 10 Å
     assert vp10.std(0).sub(10.0).abs().max() < 0.5
     noise = torch.randn(x_w.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    lerp = lerp_path(sigma=0.1).prior_sample(x_w, graph, 1, torch.Generator().manual_seed(1))
+    lerp = lerp_path(sigma=0.1).prior(batch, torch.Generator().manual_seed(1))
     torch.testing.assert_close(lerp, x_w + 0.1 * noise)
+    torch.testing.assert_close(rigid_path(sigma=0.1).prior(batch, torch.Generator().manual_seed(1)), lerp)
 
 
 def test_sample_t_range():
     for path in (lerp_path(), ve_path(), vp_path()):
         t = path.sample_t(1000, torch.Generator().manual_seed(0))
         assert t.shape == (1000,) and float(t.min()) >= 0.0 and float(t.max()) <= path.t_max
+
+
+# ------------------------------------------------------------------------------------ the interface
+
+MOL = np.array([[0.0, 0.0, 0.0], [1.4, 0.0, 0.0], [2.1, 1.2, 0.0], [-0.7, 1.1, 0.3]])
+Z = np.array([6, 6, 8, 7])
+
+
+def toy_batch():
+    return collate([toy_cluster(MOL, Z, 5, seed=1, half_width=1), toy_cluster(MOL, Z, 3, seed=2, half_width=1)]).to(
+        "cpu", torch.float64)
+
+
+@pytest.mark.parametrize("path", [lerp_path(), ve_path(), vp_path()], ids=["lerp", "ve", "vp"])
+def test_affine_paths_sample_the_formulas_and_leave_states_and_outputs_alone(path):
+    b = toy_batch()
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    noise = torch.randn(b.x_w.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = path.sample(b.x_w, b.x_s, t, noise, b)
+    assert isinstance(s, PathSample) and s.t is t and s.x_1 is b.x_s
+    t_atom = t[b.graph, None]
+    torch.testing.assert_close(s.x_t, path.sample_xt(b.x_w, b.x_s, t_atom, noise), atol=0, rtol=0)
+    torch.testing.assert_close(s.target, path.target_velocity(b.x_w, b.x_s, t_atom, noise), atol=0, rtol=0)
+    out = torch.randn_like(b.x_w)
+    assert path.constrain(s.x_t, b) is s.x_t and path.project(out, s.x_t, b) is out
+
+
+def test_lerp_endpoint_velocity_points_at_the_end_point():
+    b = toy_batch()
+    path = lerp_path()
+    x_t = b.x_w + 0.1
+    t = torch.tensor([0.5, 1.0], dtype=torch.float64)  # at t = 1 the remaining time is held at its minimum
+    v = path.endpoint_velocity(x_t, b.x_s - x_t, t, b)
+    first = b.graph == 0
+    torch.testing.assert_close(v[first], (b.x_s - x_t)[first] / 0.5)
+    torch.testing.assert_close(v[~first], (b.x_s - x_t)[~first] / MIN_REMAINING_TIME)
+
+
+def test_rigid_path_constrains_projects_and_samples_rigid_states():
+    b = toy_batch()
+    path = rigid_path(sigma=0.1)
+    t = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    noise = torch.randn(b.x_w.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    s = path.sample(b.x_w, b.x_s, t, noise, b)
+    mol, g = b.mol, b.num_molecules
+    torch.testing.assert_close(s.x_t, superpose_conformer(b.x_w, s.x_t, mol, g, proper=True))  # a rigid state
+    torch.testing.assert_close(s.x_1, path.constrain(b.x_s, b))
+    motion = path.motion(b.x_w, b.x_s, mol, g)
+    torch.testing.assert_close(s.target, path.rigid_field(s.x_t, motion, mol, g))
+    out = torch.randn_like(b.x_w)
+    torch.testing.assert_close(path.project(out, s.x_t, b), rigid_velocity(out, s.x_t, mol, g))
+    # the endpoint velocity is the rigid field of the motion onto the superposed end point, over 1 − t
+    v = path.endpoint_velocity(s.x_t, b.x_s - s.x_t, t, b)
+    end = path.constrain(b.x_s, b)
+    expect = path.rigid_field(s.x_t, path.motion(s.x_t, end, mol, g), mol, g) / (1 - t)[b.graph, None]
+    torch.testing.assert_close(v, expect)

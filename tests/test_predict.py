@@ -18,6 +18,7 @@ import torch
 from pages import chromium_status, needs_chromium, needs_node, run_page_in_node
 
 from crystalflow.apps.viz import STATUS_ID, vendored_3dmol_js
+from crystalflow.backbones.registry import BackboneConfig
 from crystalflow.common.errors import UserError
 from crystalflow.data.noise import noise_model
 from crystalflow.evaluation.metrics import rigidity
@@ -40,7 +41,7 @@ BENZENE_CIF = "2100348-benzene.cif"
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return build_model(ModelConfig(method="lerp", hidden=16, layers=1))
+    return build_model(ModelConfig(method="lerp", backbone=BackboneConfig(hidden=16, layers=1)))
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +203,7 @@ def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    config = TrainConfig(model=ModelConfig(method="lerp", hidden=16, layers=1)).to_dict()
+    config = TrainConfig(model=ModelConfig(method="lerp", backbone=BackboneConfig(hidden=16, layers=1))).to_dict()
     (run_dir / "config.json").write_text(json.dumps(config))
     state = tiny_model.state_dict()
     torch.save({"config": config, "model": state, "ema": state}, run_dir / "checkpoint.pt")

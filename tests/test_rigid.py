@@ -8,11 +8,20 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
+from crystalflow.backbones.registry import BackboneConfig
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import ModelConfig, build_model
 from crystalflow.flow.paths import RigidPath
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, segment_mean, so3_exp, so3_log, superpose_conformer
+from crystalflow.flow.solver import integrate
+from crystalflow.nn.graph import segment_mean
+from crystalflow.nn.rigid import (
+    fit_rotations,
+    rigid_velocity,
+    so3_exp,
+    so3_log,
+    superpose_conformer,
+)
 
 #: tiny tensors: one torch thread avoids OpenMP synchronisation costs (fixture in conftest.py)
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -134,7 +143,7 @@ def test_rigid_path_end_points_rigidity_and_velocity():
     zero = torch.zeros_like(b.x_w)
 
     def xt(t: float) -> torch.Tensor:
-        return path.sample_xt(b.x_w, motion, torch.full((len(mol), 1), t, dtype=torch.float64), zero, mol)
+        return path.geodesic(b.x_w, motion, torch.full((len(mol), 1), t, dtype=torch.float64), zero, mol)
 
     torch.testing.assert_close(xt(0.0), b.x_w, atol=1e-5, rtol=0)
     torch.testing.assert_close(xt(1.0), b.x_s, atol=1e-5, rtol=0)
@@ -144,14 +153,14 @@ def test_rigid_path_end_points_rigidity_and_velocity():
             sel = mol == m
             torch.testing.assert_close(torch.cdist(x[sel], x[sel]), torch.cdist(b.x_w[sel], b.x_w[sel]))
         fd = (xt(t + FD_STEP) - xt(t - FD_STEP)) / (2 * FD_STEP)
-        torch.testing.assert_close(path.target_velocity(x, motion, mol, g), fd, atol=1e-6, rtol=0)
+        torch.testing.assert_close(path.rigid_field(x, motion, mol, g), fd, atol=1e-6, rtol=0)
 
 
 def test_rigid_path_mirrored_input_ends_on_proper_superposition():
     b = batch_of(rigid_cluster(3, seed=7, mirror=True))
     path = RigidPath(sigma=0.0)
     motion = path.motion(b.x_w, b.x_s, b.mol, b.num_molecules)
-    end = path.sample_xt(b.x_w, motion, torch.ones(len(b.mol), 1, dtype=torch.float64), torch.zeros_like(b.x_w), b.mol)
+    end = path.geodesic(b.x_w, motion, torch.ones(len(b.mol), 1, dtype=torch.float64), torch.zeros_like(b.x_w), b.mol)
     best = superpose_conformer(b.x_w, b.x_s, b.mol, b.num_molecules, proper=True)
     torch.testing.assert_close(end, best, atol=1e-9, rtol=0)
 
@@ -161,7 +170,8 @@ def test_rigid_path_mirrored_input_ends_on_proper_superposition():
 
 def tiny_rigid(**kw):
     torch.manual_seed(0)
-    return build_model(ModelConfig(method="rigid", hidden=16, layers=2, n_rbf=8, **kw)).double()
+    net = BackboneConfig(hidden=16, layers=2, n_rbf=8)
+    return build_model(ModelConfig(method="rigid", backbone=net, **kw)).double()
 
 
 def test_rigid_model_velocity_is_rigid_and_equivariant():
@@ -181,7 +191,7 @@ def test_rigid_model_velocity_is_rigid_and_equivariant():
 def test_rigid_model_predictions_keep_the_conformer():
     model = tiny_rigid()
     b = batch_of(rigid_cluster(4, seed=10))
-    pred = model.predict(b, steps=5, generator=torch.Generator().manual_seed(0))
+    pred, _, _ = integrate(model, b, model.prior(b, torch.Generator().manual_seed(0)), steps=5)
     for m in range(b.num_molecules):
         sel = b.mol == m
         torch.testing.assert_close(torch.cdist(pred[sel], pred[sel]), torch.cdist(b.x_w[sel], b.x_w[sel]))

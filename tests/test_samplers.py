@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from crystalflow.backbones.registry import BackboneConfig
 from crystalflow.data.dataset import collate
 from crystalflow.data.noise import random_rotations
 from crystalflow.data.shards import ClusterRecord
@@ -46,7 +47,7 @@ def test_rigid_projection_is_rigid_and_exact_on_rigid_input():
 @pytest.mark.parametrize("solver", ["euler", "rk4", "dopri5"])
 def test_sample_records_shapes(solver):
     records = toy_records()
-    model = build_model(ModelConfig(method="lerp", hidden=8, layers=1))
+    model = build_model(ModelConfig(method="lerp", backbone=BackboneConfig(hidden=8, layers=1)))
     result = sample_records(model, records, samples=3, steps=2, solver=solver, frames=2,
                             generator=torch.Generator().manual_seed(0), rigid=True)
     assert [p.shape for p in result.pred] == [(3, 4, 5, 3)] * 2

@@ -364,7 +364,7 @@ def test_cpu_is_never_required_to_be_cuda(dataset: Path, tmp_path: Path) -> None
 
 def test_real_model_trains_and_loads(dataset: Path, tmp_path: Path) -> None:
     """build_model(ModelConfig) end to end: one short epoch, then load_model for sampling."""
-    model_cfg = models.ModelConfig(method="lerp", backbone="fast", hidden=16, layers=1)
+    model_cfg = models.ModelConfig.from_dict({"method": "lerp", "backbone": {"variant": "fast", "hidden": 16, "layers": 1}})
     run = tmp_path / "run"
     config = cfg(epochs=1, max_steps=2, model=model_cfg)
     summary = train(str(dataset), str(run), config, progress=False)

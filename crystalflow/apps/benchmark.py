@@ -49,7 +49,7 @@ TITLES = {
 }
 #: how our method is set up beyond the plan's model: the molecule-level equivariant backbone predicting the
 #: crystal (endpoint) from x_t alone, trained with fresh noise draws every epoch
-OURS_MODEL = {"backbone": "molecule-painn", "prediction": "endpoint", "condition_on_input": False}
+OURS_MODEL = {"backbone": {"variant": "molecule-painn"}, "prediction": "endpoint", "condition_on_input": False}
 OURS = "rigid"
 #: the learned methods in the order of the paper's tables (that of LABELS), in which they run and are reported
 TABLE_METHODS = tuple(name for name in LABELS if name in METHODS)
@@ -96,7 +96,8 @@ class BenchmarkPlan:
     samples_per_crystal: int = 1
     samples: int = 4  #: K samples per test cluster
     steps: int = DEFAULT_STEPS
-    model: dict = field(default_factory=dict)  #: ModelConfig overrides
+    #: ModelConfig overrides, e.g. ``{"backbone": {"hidden": 32}}`` (a nested backbone object is merged key by key)
+    model: dict = field(default_factory=dict)
     workers: int = 2
     #: epochs of our method per variant (fresh noise every epoch, batch OURS_BATCH); missing: FULL_OURS_EPOCHS
     ours_epochs: dict = field(default_factory=dict)
@@ -108,24 +109,25 @@ class BenchmarkPlan:
     def train_config(self, name: str, seed: int, variant: str = "plain") -> TrainConfig:
         """How method ``name`` is trained on ``variant``: the plan's settings; ours with its own model and fresh
         noise, looking at the input orientations only where the variant's noise keeps some (not 'solution')."""
-        from crystalflow.flow.model import ModelConfig
+        from crystalflow.flow.model import ModelConfig, merge_config_dicts
         from crystalflow.training.config import TrainConfig
 
         if name == OURS:
             keeps_orientations = noise_model(VARIANTS[variant][0]).rotation_deg is not None
-            model = ModelConfig(method=name, **{**self.model, **OURS_MODEL, "orientation_inputs": keeps_orientations})
+            sees = {"backbone": {"orientation_inputs": keeps_orientations}}
+            model = ModelConfig.from_dict(merge_config_dicts({"method": name}, self.model, OURS_MODEL, sees))
             epochs = self.ours_epochs.get(variant, FULL_OURS_EPOCHS)
             return TrainConfig(epochs=epochs, batch_size=OURS_BATCH, lr=OURS_LR, seed=seed,
                                log_every=10**9, fresh_noise=True, model=model)
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, seed=seed, log_every=10**9,
-                           model=ModelConfig(method=name, **self.model))
+                           model=ModelConfig.from_dict(merge_config_dicts({"method": name}, self.model)))
 
 
 def quick_plan() -> BenchmarkPlan:
     """The embedded COD set, small molecules, a small model, Tables 1–2: about 13 minutes on 2 cores."""
     return BenchmarkPlan(
         sources=[embedded_cif_dir()], epochs=QUICK_EPOCHS, max_atoms=QUICK_MAX_ATOMS, samples_per_crystal=2,
-        samples=2, steps=10, model={"hidden": 32, "layers": 2}, ours_epochs=dict(QUICK_OURS_EPOCHS),
+        samples=2, steps=10, model={"backbone": {"hidden": 32, "layers": 2}}, ours_epochs=dict(QUICK_OURS_EPOCHS),
         variants=QUICK_VARIANTS,
     )
 

@@ -252,7 +252,8 @@ def _describe_config(model: torch.nn.Module) -> str:
     cfg = getattr(model, "config", None)
     if cfg is None:
         return "unknown configuration"
-    return f"method {cfg.method}, {cfg.backbone} backbone, hidden {cfg.hidden}, layers {cfg.layers}"
+    net = cfg.backbone
+    return f"method {cfg.method}, {net.variant} backbone, hidden {net.hidden}, layers {net.layers}"
 
 
 # ------------------------------------------------------------------------------------------ geometry

@@ -1,10 +1,9 @@
-"""Molecule PaiNN: an SO(3)-equivariant network over the molecules of a cluster that outputs rigid poses.
+"""The ``molecule-painn`` backbone: an SO(3)-equivariant network over a cluster's molecules that outputs rigid poses.
 
-Why another molecule-level network. The ``frames`` backbone (:mod:`crystalflow.backbones.frames`) makes every
-input invariant by expressing the cluster in its central molecule's frame. Under the ``solution``
-noise that frame is a uniformly random rotation of the crystal's, so the lattice of centres arrives
-at a random orientation and the network has to learn rotation equivariance from data: one crystal
-took 7000 steps to reach 25°. Here equivariance is built in instead:
+Equivariance is built in rather than learned. Expressing the cluster in its central molecule's frame
+would make every input invariant, but under the ``solution`` noise that frame is a uniformly random
+rotation of the crystal's: the lattice of centres would arrive at a random orientation and the
+network would have to learn rotation equivariance from data. Instead:
 
 - **Nodes** are the molecules of a cluster (17 in COD-Cluster17): scalar features s_i (the molecule's
   shape seen in its own frame, atom types, time, whether it is the central one) and F vector channels v_i.
@@ -18,11 +17,11 @@ took 7000 steps to reach 25°. Here equivariance is built in instead:
   random level (two seeds each).
 - **Axes.** Each molecule's frame P_i is read from its atoms (:func:`molecule_axes`): principal axes of
   its atom cloud where they are well defined, their signs fixed by the third moment; the atom-indexed
-  anchor frame of :func:`crystalflow.backbones.frames.molecule_frames` where they are not (degenerate
+  anchor frame of :func:`crystalflow.nn.frames.molecule_frames` where they are not (degenerate
   eigenvalues, symmetric projections). Principal axes are geometric, so "long axis along the shortest
   neighbour vector" reads the same for every molecule; rigid copies of one conformer get rotated copies
   of one frame. The axes place the output and define the shape features.
-- **Orientation inputs** (``orientations``, on by default): the molecules' current orientations enter as
+- **Orientation inputs** (``orientation_inputs``, on by default): the molecules' current orientations enter as
   vector channels (their axes, mixed) and as pair invariants (P_iᵀP_j and the pair direction in both
   frames). Where the input orientations are uniformly random (the ``solution`` preset) they are pure
   noise at t = 0, and a network that has to learn to ignore them learns the lattice less reliably (on
@@ -38,7 +37,7 @@ took 7000 steps to reach 25°. Here equivariance is built in instead:
   orientation F̂_i of its axes — with orientation inputs added to its current first two axes (zero
   output: stand still), without them on their own (the lattice alone decides); the molecule is placed
   at ĉ_i with its atoms F̂_i P_iᵀ(x − c_i) about it, returned as a rigid per-atom displacement. Meant
-  for ``prediction='endpoint'`` (lerp, rigid) and gnn-md, like ``frames``.
+  for ``prediction='endpoint'`` (lerp, rigid) and gnn-md.
 
 Exactly rotation-equivariant (tests), translation-invariant, equivariant under reordering the
 neighbours (the first molecule is the central one); x_w is not an input (use ``condition_on_input``
@@ -46,31 +45,31 @@ false, or gnn-md, which gives it x_w as x).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
-from crystalflow.backbones.frames import (
-    CENTRE_RBF_MAX,
-    LENGTH_SCALE,
-    ShapeEmbedding,
-    gram_schmidt,
-    in_frame,
-    mlp,
-    molecule_frames,
-)
-from crystalflow.backbones.painn import (
-    NORM_EPS,
+from crystalflow.data.dataset import Batch
+from crystalflow.nn.blocks import (
     OUTPUT_LENGTH_SCALE,
-    BackboneConfig,
     EquivariantNorm,
     GaussianRBF,
+    ShapeEmbedding,
     TimeEmbedding,
-    molecule_pairs,
+    mlp,
     vector_norm,
 )
-from crystalflow.data.dataset import Batch
-from crystalflow.nn.rigid import segment_mean
+from crystalflow.nn.frames import gram_schmidt, in_frame, molecule_frames
+from crystalflow.nn.graph import NORM_EPS, molecule_pairs, segment_mean
 
+if TYPE_CHECKING:
+    from crystalflow.backbones.registry import BackboneConfig
+
+#: centre offsets are divided by this length (Å) before entering the network
+LENGTH_SCALE = 10.0
+#: centre distances are expanded in radial features up to this distance (Å)
+CENTRE_RBF_MAX = 30.0
 #: principal axes whose eigenvalue gap is below this fraction of the largest eigenvalue are not used
 AXIS_GAP = 0.02
 #: an axis whose normalised third moment is below this takes its sign from the anchor frame
@@ -115,21 +114,24 @@ def commutator_axial(a: Tensor, b: Tensor) -> Tensor:
 class MoleculePaiNN(nn.Module):
     """The ``molecule-painn`` backbone (see the module docstring). ``hidden`` features, ``layers`` passes."""
 
+    #: the output is a rigid displacement per molecule (endpoint prediction or gnn-md only)
+    rigid_output = True
+
     #: per-pair invariants of the orientations: P_iᵀP_j (9) and the pair direction in both frames (3 + 3)
     N_ORIENTATION_INVARIANTS = 15
 
-    def __init__(self, cfg: BackboneConfig) -> None:
+    def __init__(self, cfg: BackboneConfig, time: bool = True) -> None:
         super().__init__()
         self.cfg = cfg
         f, n = cfg.hidden, cfg.n_rbf
         self.shapes = ShapeEmbedding(f)
         self.central = nn.Parameter(torch.zeros(f))
-        self.time = TimeEmbedding(f) if cfg.time else None
-        self.axes_in = nn.Linear(3, f, bias=False) if cfg.orientations else None
+        self.time = TimeEmbedding(f) if time else None
+        self.axes_in = nn.Linear(3, f, bias=False) if cfg.orientation_inputs else None
         self.rbf = GaussianRBF(n, CENTRE_RBF_MAX)
         self.tensor_weights = mlp(n, f, 2 * TENSOR_PAIRS)
         self.tensor_vectors = nn.Linear(2 * TENSOR_PAIRS, f, bias=False)
-        n_pair = 4 * f + n + 1 + (self.N_ORIENTATION_INVARIANTS if cfg.orientations else 0)
+        n_pair = 4 * f + n + 1 + (self.N_ORIENTATION_INVARIANTS if cfg.orientation_inputs else 0)
         self.messages = nn.ModuleList(mlp(n_pair, f, 4 * f) for _ in range(cfg.layers))
         self.mix = nn.ModuleList(nn.Linear(f, 3 * f, bias=False) for _ in range(cfg.layers))
         self.gates = nn.ModuleList(mlp(2 * f, f, 4 * f) for _ in range(cfg.layers))
@@ -173,10 +175,10 @@ class MoleculePaiNN(nn.Module):
         axial = commutator_axial(t_a, t_b)  # [G, K, 3]
         polar = torch.einsum("gkij,gkj->gki", t_a, axial)
         v = self.tensor_vectors(torch.cat([axial, polar], 1).transpose(1, 2))  # [G, 3, F]
-        if self.cfg.orientations:
+        if self.cfg.orientation_inputs:
             v = v + self.axes_in(axes)
         geometry = [d[:, None], rbf]
-        if self.cfg.orientations:
+        if self.cfg.orientation_inputs:
             geometry += [(axes[gi].transpose(1, 2) @ axes[gj]).flatten(1), in_frame(axes[gi], unit),
                          in_frame(axes[gj], unit)]
         geometry = torch.cat(geometry, -1)
@@ -200,7 +202,7 @@ class MoleculePaiNN(nn.Module):
         # the new orientation F̂_i of the axes: with orientation inputs a correction of the current one (zero
         # output = no turn), without them read off the lattice alone
         a, b = out[:, :, 1], out[:, :, 2]
-        if self.cfg.orientations:
+        if self.cfg.orientation_inputs:
             a, b = axes[:, :, 0] + a, axes[:, :, 1] + b
         turn = gram_schmidt(a, b) @ axes.transpose(1, 2)
         return shift[mol] + torch.einsum("nij,nj->ni", turn[mol], r_atom) - r_atom

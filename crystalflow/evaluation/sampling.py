@@ -1,8 +1,9 @@
-"""Samplers: integrate a model's learned velocity from t=0 (the input or the prior) to t=1 (the crystal).
+"""Sampling clusters and whole splits: predictions of a model, written as a PRED_DIR.
 
-All solvers go through ``torchdiffeq.odeint`` (fixed-step Euler and RK4, adaptive Dormand–Prince);
-nothing here hand-rolls a solver. K samples per cluster are drawn by repeating clusters in the batch,
-each with its own start x_0.
+Flow models are integrated from t=0 (the input or the prior) to t=1 (the crystal) by
+:func:`crystalflow.flow.solver.integrate` (solvers :data:`~crystalflow.flow.solver.SOLVERS`); gnn-md
+predicts in one forward pass (:meth:`~crystalflow.flow.model.CrystalModel.regress`). K samples per
+cluster are drawn by repeating clusters in the batch, each with its own start x_0.
 """
 from __future__ import annotations
 
@@ -14,12 +15,11 @@ from torch import Tensor
 from crystalflow.data.dataset import Batch, collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.flow.model import CrystalModel
+from crystalflow.flow.solver import SOLVERS, integrate
 from crystalflow.nn.rigid import superpose_conformer
 
-SOLVERS = ("euler", "rk4", "dopri5")
-#: tolerances of the adaptive solver (Å-scale positions, velocities of a few Å per unit time)
-DOPRI_RTOL = 1e-4
-DOPRI_ATOL = 1e-4
+#: SOLVERS is re-exported: the solver names the sampling functions accept
+__all__ = ["SOLVERS", "SampleResult", "rigid_projection", "sample_dataset", "sample_records"]
 
 
 def rigid_projection(x: Tensor, batch: Batch, allow_reflection: bool = True) -> Tensor:
@@ -41,36 +41,6 @@ class SampleResult:
     times: Tensor | None
 
 
-def integrate(
-    model: CrystalModel, batch: Batch, x0: Tensor, steps: int = 20, solver: str = "euler",
-    frames: int = 0, rtol: float = DOPRI_RTOL, atol: float = DOPRI_ATOL,
-) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Solve dx/dt = v_θ(x, x_w, t) from ``x0`` at t=0 to the path's end; returns (x1, frames, times).
-
-    ``steps`` is the number of fixed steps (Euler, RK4) or ignored by dopri5 (adaptive). With
-    ``frames`` > 0 the positions at ``frames`` + 1 evenly spaced times (0 and 1 included) are returned.
-    """
-    from torchdiffeq import odeint
-
-    if solver not in SOLVERS:
-        raise ValueError(f"unknown solver {solver!r}; choose from {', '.join(SOLVERS)}")
-    t_end = model.path.t_max
-    n_out = frames + 1 if frames > 0 else 2
-    times = torch.linspace(0.0, t_end, n_out, dtype=x0.dtype, device=x0.device)
-
-    def field(t: Tensor, x: Tensor) -> Tensor:
-        return model.velocity(x, t, batch)
-
-    options = {"step_size": t_end / steps} if solver in ("euler", "rk4") else None
-    kwargs = {"rtol": rtol, "atol": atol} if solver == "dopri5" else {}
-    with torch.no_grad():
-        xs = odeint(field, x0, times, method=solver, options=options, **kwargs)
-    if frames == 0:
-        return model.constrain(xs[-1], batch), None, None
-    xs = torch.stack([model.constrain(x, batch) for x in xs])  # rigid method: exact conformers
-    return xs[-1], xs, times
-
-
 def sample_records(
     model: CrystalModel, records: list[ClusterRecord], samples: int = 1, steps: int = 20, solver: str = "euler",
     frames: int = 0, generator: torch.Generator | None = None, device: torch.device | str = "cpu",
@@ -88,7 +58,7 @@ def sample_records(
         x0 = model.prior(batch, generator)
         x1, traj, times = integrate(model, batch, x0, steps, solver, frames)
     else:
-        x1, traj, times = model.predict(batch), None, None
+        x1, traj, times = model.regress(batch), None, None
     if rigid:
         x1 = rigid_projection(x1, batch)
     pred, trajectory = [], [] if traj is not None else None
@@ -110,7 +80,16 @@ def sample_dataset(
 ) -> str:
     """Predict ``samples`` crystals for every cluster of a split; write a PRED_DIR (see predictions.py).
 
-    ``keep_trajectory`` > 0 stores that many + 1 evenly spaced frames of each trajectory.
+    ``keep_trajectory`` > 0 stores that many + 1 evenly spaced frames of each trajectory. Flow models are
+    integrated with ``solver`` in ``steps`` steps (:func:`crystalflow.flow.solver.integrate`); gnn-md is
+    deterministic, so it gets one sample per cluster and no trajectory.
+
+    Example::
+
+        import crystalflow as cf
+
+        model, config = cf.load_model("run")
+        cf.sample_dataset(model, "cod17", "test", "pred", {"method": config.model.method}, samples=4, steps=20)
     """
     import time
 

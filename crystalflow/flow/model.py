@@ -5,125 +5,156 @@ x_s and x_t before anything else (and added back to predictions). This makes eve
 invariant and puts the VP path, which contracts towards the origin, in the frame it needs; the
 backbones are translation invariant anyway.
 
-The ``rigid`` method (CrystalFlow-Rigid, :class:`crystalflow.flow.paths.RigidPath`) moves whole molecules:
-before the backbone sees x_t, the input conformer is superposed on each molecule of x_t, and the
-backbone's per-atom output is projected onto per-molecule rigid motions (translation + rotation).
+A flow model is a backbone plus a path (:mod:`crystalflow.flow.paths`); everything that depends on the
+kind of path — the rigid method's superposed conformers and rigid velocities, the velocity towards a
+predicted end point — is the path's, so the model treats every path alike. The ``rigid`` method
+(CrystalFlow-Rigid, :class:`crystalflow.flow.paths.RigidPath`) moves whole molecules: its states are the
+input conformer superposed on each molecule, and the backbone's per-atom output is projected onto
+per-molecule rigid motions (translation + rotation). Samples come from integrating
+:meth:`CrystalModel.velocity` with :func:`crystalflow.flow.solver.integrate`; gnn-md predicts in one
+forward pass (:meth:`CrystalModel.regress`).
 
-Two training choices are orthogonal to the method: ``prediction='endpoint'`` (lerp, rigid) has the
-network predict the crystal x̂_1 instead of the velocity (the sampler derives (x̂_1 − x_t)/(1 − t), or
-the SE(3) geodesic to x̂_1 for rigid), and ``target_frame='central'`` turns the training target
-about its centroid onto x_w's central-molecule orientation (:func:`align_to_central`).
+``prediction='endpoint'`` (lerp, rigid) is orthogonal to the method: the network predicts the crystal
+x̂_1 instead of the velocity, and the path turns it into one ((x̂_1 − x_t)/(1 − t), or the SE(3)
+geodesic to x̂_1 for rigid).
+
+:class:`ModelConfig` holds the backbone's own :class:`~crystalflow.backbones.registry.BackboneConfig`
+(JSON: ``{"method": "lerp", "backbone": {"variant": "fast", "hidden": 64, ...}}``); :meth:`ModelConfig.from_dict`
+also reads the flat form of older config files, where the backbone's fields sit beside the method's.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import Tensor, nn
 
-from crystalflow.backbones.painn import RIGID_OUTPUT_VARIANTS, VARIANTS, BackboneConfig, build_backbone
+from crystalflow.backbones.registry import BackboneConfig, build_backbone
 from crystalflow.common.checks import check_field_types
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
-from crystalflow.nn.rigid import fit_rotations, rigid_velocity, segment_mean, superpose_conformer
 
 METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
-TARGET_FRAMES = ("input", "central")
 PREDICTIONS = ("velocity", "endpoint")
-#: endpoint models divide by 1 − t; an adaptive solver may ask at t = 1, so 1 − t is held at least this
-MIN_REMAINING_TIME = 1e-2
-#: default number of Euler steps of :meth:`CrystalModel.predict`
-DEFAULT_STEPS = 20
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)
-REFERENCE_BACKBONE = {"backbone": "reference", "hidden": 128, "layers": 4, "cutoff": 5.0}
+REFERENCE_BACKBONE = BackboneConfig(variant="reference", hidden=128, layers=4, cutoff=5.0)
+#: BackboneConfig fields that the flat (older) form of a config holds beside the method's fields
+#: (its ``"backbone"`` is the variant name)
+FLAT_BACKBONE_KEYS = (
+    "hidden", "layers", "n_rbf", "cutoff", "intra_cutoff", "contact_cutoff", "max_contacts", "mol_cutoff", "compile",
+    "orientation_inputs",
+)
+#: removed options: key -> the only value still accepted (their old default, which changes nothing)
+REMOVED_OPTIONS = {"target_frame": "input", "lerp_exact_target": False}
+
+
+def merge_config_dicts(*dicts: dict) -> dict:
+    """ModelConfig dicts merged left to right; nested ``"backbone"`` objects are merged key by key."""
+    out: dict = {}
+    for d in dicts:
+        for key, value in d.items():
+            if key == "backbone" and isinstance(value, dict) and isinstance(out.get(key), dict):
+                value = {**out[key], **value}
+            out[key] = value
+    return out
 
 
 @dataclass
 class ModelConfig:
-    """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`)."""
+    """Everything needed to rebuild a model (saved next to checkpoints via :meth:`to_dict`).
+
+    Example::
+
+        import crystalflow as cf
+
+        ours = cf.ModelConfig(method="rigid", prediction="endpoint", condition_on_input=False,
+                              backbone=cf.BackboneConfig(variant="molecule-painn", hidden=32))
+        cf.ModelConfig.from_dict(ours.to_dict()) == ours                             # True
+        cf.ModelConfig.from_dict({"method": "lerp", "backbone": {"hidden": 32}})     # the JSON form
+    """
 
     method: str = "lerp"  #: 'lerp' | 've' | 'vp' | 'gnn-md' | 'rigid'
-    backbone: str = "fast"  #: 'fast' | 'reference' | 'frames' | 'molecule-painn' (the last two: rigid outputs)
-    hidden: int = 64
-    layers: int = 3
-    n_rbf: int = 20
-    cutoff: float = 5.0  #: reference backbone: atom-pair cutoff (Å); the paper uses 20 and 50
-    intra_cutoff: float = 3.0  #: fast backbone: intra-molecular pairs within this distance in x_w (Å)
-    contact_cutoff: float = 4.0  #: fast backbone: inter-molecular atom contacts within this distance in x_t (Å)
-    max_contacts: int = 32  #: fast backbone: at most this many nearest contacts per atom (0 = all; never binds in crystals)
-    mol_cutoff: float = 50.0  #: fast backbone: cutoff of molecule–molecule messages (Å)
+    #: the network: variant ('fast', 'reference', 'molecule-painn') and its hyper-parameters
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
     lerp_sigma: float = paths.LERP_SIGMA  #: LERP and rigid: noise scale σ (Å) of the path
     lerp_sigma_min: float = paths.LERP_SIGMA_MIN
-    lerp_exact_target: bool = False  #: add σ̇_t ε to the LERP target (the paper uses x_s − x_w)
     ve_sigma_min: float = paths.VE_SIGMA_MIN
     ve_sigma_max: float = paths.VE_SIGMA_MAX
     vp_beta_min: float = paths.VP_BETA_MIN
     vp_beta_max: float = paths.VP_BETA_MAX
     vp_scale: float = paths.VP_SCALE  #: length unit (Å) of the VP process
-    compile: bool = False  #: torch.compile the backbone's layer stack
     #: give the velocity network x_w besides x_t (the paper's v_θ(x_t, x_w, t)). With a path that starts at
     #: x_w, (x_t − x_w)/t reveals the LERP target for t > 0, so the network need only learn near t = 0;
     #: False trains v_θ(x_t, t) (lerp and rigid only: their flows still start from x_w)
     condition_on_input: bool = True
-    #: training target's orientation: 'input' (x_s as stored, the paper) or 'central' (x_s turned about its
-    #: centroid so that its central molecule has x_w's orientation; see :func:`align_to_central`)
-    target_frame: str = "input"
     #: what the network predicts (lerp and rigid): 'velocity' (the paper) or 'endpoint' — the displacement
     #: x̂_1 − x_t to the crystal, trained by ||x̂_1 − x_1||² and turned into the velocity (x̂_1 − x_t)/(1 − t)
     #: (rigid: the SE(3) geodesic to the superposed x̂_1). Orientations are then a smooth function to learn,
     #: where a rotation vector near π is not
     prediction: str = "velocity"
-    #: molecule-painn backbone: let the network see each molecule's current orientation (its axes). Where the
-    #: input orientations are uniformly random (the 'solution' and 'liquid' presets) they are noise at t = 0,
-    #: and a network that must learn to ignore them learns the lattice far more slowly: switch them off there
-    orientation_inputs: bool = True
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose from {', '.join(METHODS)}")
-        if self.backbone not in VARIANTS:
-            raise ValueError(f"unknown backbone {self.backbone!r}; choose from {', '.join(VARIANTS)}")
+        if not isinstance(self.backbone, BackboneConfig):
+            raise TypeError(f"backbone must be a BackboneConfig, got {type(self.backbone).__name__}")
         if not self.condition_on_input and self.method not in ("lerp", "rigid"):
             raise ValueError("condition_on_input=False needs a path that starts at x_w (lerp or rigid)")
         if self.prediction not in PREDICTIONS:
             raise ValueError(f"unknown prediction {self.prediction!r}; choose from {', '.join(PREDICTIONS)}")
         if self.prediction == "endpoint" and self.method not in ("lerp", "rigid"):
             raise ValueError("prediction='endpoint' needs a path that ends at the crystal (lerp or rigid)")
-        if self.backbone in RIGID_OUTPUT_VARIANTS and self.method != "gnn-md" and self.prediction != "endpoint":
-            raise ValueError(f"the {self.backbone} backbone predicts displacements: use prediction='endpoint' (or gnn-md)")
-        if self.target_frame not in TARGET_FRAMES:
-            raise ValueError(f"unknown target_frame {self.target_frame!r}; choose from {', '.join(TARGET_FRAMES)}")
+        if self.backbone.rigid_output and self.method != "gnn-md" and self.prediction != "endpoint":
+            raise ValueError(f"the {self.backbone.variant} backbone predicts displacements: "
+                             "use prediction='endpoint' (or gnn-md)")
+
+    @property
+    def is_flow(self) -> bool:
+        """True for the flow methods (lerp / ve / vp / rigid), False for gnn-md."""
+        return self.method in FLOW_METHODS
 
     def to_dict(self) -> dict:
-        """Plain dict (JSON-serialisable)."""
+        """Plain dict (JSON-serialisable), the backbone's config nested under ``"backbone"``."""
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
-        """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError."""
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
+        """Inverse of :meth:`to_dict`; unknown keys are a ValueError, values of the wrong type a TypeError.
+
+        Also reads the flat form of older config files: ``"backbone"`` a variant name and the backbone's
+        fields (``hidden``, ``layers``, ...) beside the method's; flat fields given next to a nested
+        ``"backbone"`` object override its entries. Removed options are accepted at the value that
+        changes nothing (``target_frame: "input"``, ``lerp_exact_target: false``), any other value is a
+        ValueError, as is the removed ``frames`` backbone.
+        """
+        d = dict(d)
+        for key, kept in REMOVED_OPTIONS.items():
+            if key in d:
+                value = d.pop(key)
+                if value != kept or type(value) is not type(kept):
+                    raise ValueError(f"the {key} option was removed: only its default {kept!r} is accepted, "
+                                     f"got {value!r}")
+        nested = d.pop("backbone", {})
+        flat = {key: d.pop(key) for key in FLAT_BACKBONE_KEYS if key in d}
+        if isinstance(nested, str):  # the flat form: "backbone" names the variant
+            nested = {"variant": nested}
+        elif isinstance(nested, BackboneConfig):
+            nested = nested.to_dict()
+        elif not isinstance(nested, dict):
+            raise TypeError(f"backbone must be an object (or a variant name), got {nested!r:.40}")
+        unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise ValueError(f"unknown ModelConfig keys: {', '.join(sorted(unknown))}")
         check_field_types(cls, d)
-        return cls(**d)
+        return cls(**d, backbone=BackboneConfig.from_dict({**nested, **flat}))
 
-    def backbone_config(self) -> BackboneConfig:
-        """The :class:`BackboneConfig` this model config implies."""
-        return BackboneConfig(
-            variant=self.backbone, hidden=self.hidden, layers=self.layers, n_rbf=self.n_rbf, cutoff=self.cutoff,
-            intra_cutoff=self.intra_cutoff, contact_cutoff=self.contact_cutoff,
-            max_contacts=self.max_contacts, mol_cutoff=self.mol_cutoff,
-            time=self.method in FLOW_METHODS, compile=self.compile, orientations=self.orientation_inputs,
-        )
-
-    def path(self) -> paths.AffinePath | paths.RigidPath | None:
+    def path(self) -> paths.ProbabilityPath | None:
         """The probability path of a flow method (None for gnn-md)."""
         if self.method == "rigid":
             return paths.rigid_path(self.lerp_sigma, self.lerp_sigma_min)
         if self.method == "lerp":
-            return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min, self.lerp_exact_target)
+            return paths.lerp_path(self.lerp_sigma, self.lerp_sigma_min)
         if self.method == "ve":
             return paths.ve_path(self.ve_sigma_min, self.ve_sigma_max)
         if self.method == "vp":
@@ -131,32 +162,13 @@ class ModelConfig:
         return None
 
 
-def align_to_central(x_w: Tensor, x_s: Tensor, batch: Batch) -> Tensor:
-    """x_s with each cluster turned about its centroid so that its central molecule (the first) best matches
-    x_w's central molecule in orientation (proper Kabsch).
-
-    A crystal cluster is only defined up to a global rotation, and every metric is invariant to one;
-    in x_s's own frame the targets' orientations must be read off the noisy x_w lattice of centres,
-    in this frame they follow from the central molecule's pose, which x_w shows exactly.
-    """
-    b = batch.num_graphs
-    central = batch.mol == batch.central[batch.graph]
-    g = batch.graph[central]
-    p, q = x_s[central], x_w[central]
-    p = p - segment_mean(p, g, b)[g]
-    q = q - segment_mean(q, g, b)[g]
-    rot = fit_rotations(p, q, g, b, proper=True)
-    centroid = segment_mean(x_s, batch.graph, b)[batch.graph]
-    return torch.einsum("nij,nj->ni", rot[batch.graph], x_s - centroid) + centroid
-
-
 class CrystalModel(nn.Module):
-    """A backbone plus a training objective and a sampler (see the module docstring for the frame)."""
+    """A backbone plus a training objective and the velocity field a solver integrates (see the module docstring)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config.backbone_config())
+        self.backbone = build_backbone(config.backbone, time=config.is_flow)
         self.path = config.path()
 
     @property
@@ -164,21 +176,14 @@ class CrystalModel(nn.Module):
         """True for lerp / ve / vp / rigid."""
         return self.path is not None
 
-    @property
-    def is_rigid(self) -> bool:
-        """True when the model moves whole molecules (the rigid method)."""
-        return isinstance(self.path, paths.RigidPath)
-
     def _condition(self, x_w: Tensor, x_t: Tensor) -> Tensor:
         """What the backbone gets as its input cluster: x_w, or x_t itself when not conditioning on x_w."""
         return x_w if self.config.condition_on_input else x_t
 
     def constrain(self, x: Tensor, batch: Batch) -> Tensor:
-        """Positions a model's state must have: the rigid method's molecules are the input conformer
-        superposed on ``x`` (proper rotations); other methods leave ``x`` unchanged."""
-        if not self.is_rigid:
-            return x
-        return superpose_conformer(batch.x_w, x, batch.mol, batch.num_molecules, proper=True)
+        """Positions a model's state must have: its path's ``constrain`` (the rigid method's molecules are the
+        input conformer superposed on ``x``); gnn-md leaves ``x`` unchanged."""
+        return x if self.path is None else self.path.constrain(x, batch)
 
     @staticmethod
     def centres(batch: Batch) -> Tensor:
@@ -194,68 +199,44 @@ class CrystalModel(nn.Module):
         """Mean squared error per atom coordinate (flow: velocity or endpoint regression; gnn-md: positions)."""
         c = self.centres(batch)
         x_w, x_s = batch.x_w - c, batch.x_s - c
-        if self.config.target_frame == "central":
-            x_s = align_to_central(x_w, x_s, batch)
         if not self.is_flow:
             return ((x_w + self.backbone(x_w, x_w, None, batch) - x_s) ** 2).mean()
         t = self.path.sample_t(batch.num_graphs, generator, x_w.device, x_w.dtype)
         noise = torch.randn(x_w.shape, generator=generator, device=x_w.device, dtype=x_w.dtype)
-        t_atom = t[batch.graph, None]
-        if self.is_rigid:
-            g = batch.num_molecules
-            motion = self.path.motion(x_w, x_s, batch.mol, g)
-            x_t = self.constrain(self.path.sample_xt(x_w, motion, t_atom, noise, batch.mol), batch)
-            out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
-            if self.predicts_endpoint:  # the path's end: x_w's conformer on x_s
-                return ((x_t + out - self.constrain(x_s, batch)) ** 2).mean()
-            v = rigid_velocity(out, x_t, batch.mol, g)
-            return ((v - self.path.target_velocity(x_t, motion, batch.mol, g)) ** 2).mean()
-        x_t = self.path.sample_xt(x_w, x_s, t_atom, noise)
-        out = self.backbone(x_t, self._condition(x_w, x_t), t, batch)
+        sample = self.path.sample(x_w, x_s, t, noise, batch)
+        out = self.backbone(sample.x_t, self._condition(x_w, sample.x_t), t, batch)
         if self.predicts_endpoint:
-            return ((x_t + out - x_s) ** 2).mean()
-        return ((out - self.path.target_velocity(x_w, x_s, t_atom, noise)) ** 2).mean()
+            return ((sample.x_t + out - sample.x_1) ** 2).mean()
+        return ((self.path.project(out, sample.x_t, batch) - sample.target) ** 2).mean()
 
     def velocity(self, x_t: Tensor, t: Tensor | float, batch: Batch) -> Tensor:
         """v_θ(x_t, x_w, t) [N, 3]; ``t`` a float or [B]; x_t in the batch's (uncentred) frame."""
         if not self.is_flow:
-            raise ValueError("gnn-md has no velocity field; use predict()")
+            raise ValueError("gnn-md has no velocity field; use regress()")
         t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device)
         if t.dim() == 0:
             t = t.expand(batch.num_graphs)
         c = self.centres(batch)
-        if self.is_rigid:
-            x_t = self.constrain(x_t, batch)
+        x_t = self.path.constrain(x_t, batch)
         out = self.backbone(x_t - c, self._condition(batch.x_w - c, x_t - c), t, batch)
         if self.predicts_endpoint:
-            remaining = (1.0 - t).clamp(min=MIN_REMAINING_TIME)[batch.graph, None]
-            if not self.is_rigid:
-                return out / remaining
-            g = batch.num_molecules
-            end = self.constrain(x_t + out, batch)
-            return self.path.target_velocity(x_t, self.path.motion(x_t, end, batch.mol, g), batch.mol, g) / remaining
-        if self.is_rigid:
-            return rigid_velocity(out, x_t, batch.mol, batch.num_molecules)
-        return out
+            return self.path.endpoint_velocity(x_t, out, t, batch)
+        return self.path.project(out, x_t, batch)
 
     def prior(self, batch: Batch, generator: torch.Generator | None = None) -> Tensor:
         """x_0 [N, 3] in the batch's frame (gnn-md: x_w itself)."""
         if not self.is_flow:
             return batch.x_w.clone()
-        return self.path.prior_sample(batch.x_w, batch.graph, batch.num_graphs, generator)
+        return self.path.prior(batch, generator)
 
     @torch.no_grad()
-    def predict(self, batch: Batch, steps: int = DEFAULT_STEPS, generator: torch.Generator | None = None) -> Tensor:
-        """Predicted crystal [N, 3]: Euler integration of the flow from t=0 to 1 (gnn-md: one forward pass)."""
-        if not self.is_flow:
-            c = self.centres(batch)
-            x_w = batch.x_w - c
-            return x_w + self.backbone(x_w, x_w, None, batch) + c
-        x = self.prior(batch, generator)
-        dt = 1.0 / steps
-        for k in range(steps):
-            x = x + dt * self.velocity(x, k * dt, batch)
-        return self.constrain(x, batch)
+    def regress(self, batch: Batch) -> Tensor:
+        """gnn-md's predicted crystal [N, 3]: x_w plus the backbone's displacement, one forward pass."""
+        if self.is_flow:
+            raise ValueError(f"{self.config.method} is a flow: integrate its velocity (crystalflow.flow.solver)")
+        c = self.centres(batch)
+        x_w = batch.x_w - c
+        return x_w + self.backbone(x_w, x_w, None, batch) + c
 
 
 def build_model(config: ModelConfig) -> CrystalModel:

@@ -10,19 +10,14 @@ import math
 import torch
 from torch import Tensor
 
+from crystalflow.nn.graph import segment_mean
+
 #: rotation angles below this (rad) use Taylor expansions in exp/log
 SMALL_ANGLE = 1e-4
 #: angles within this of π (rad) take the rotation axis from R + Rᵀ instead of R − Rᵀ
 NEAR_PI = 1e-3
 #: inertia eigenvalues below this fraction of the largest are treated as zero (linear molecules, single atoms)
 INERTIA_CUTOFF = 1e-6
-
-
-def segment_mean(x: Tensor, seg: Tensor, num: int) -> Tensor:
-    """Mean [num, ...] of the rows of ``x`` [N, ...] per segment ``seg`` [N]."""
-    total = x.new_zeros((num, *x.shape[1:])).index_add_(0, seg, x)
-    count = torch.bincount(seg, minlength=num).clamp(min=1).to(x.dtype)
-    return total / count.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def hat(v: Tensor) -> Tensor:
