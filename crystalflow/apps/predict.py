@@ -69,8 +69,6 @@ from crystalflow.structure.molecule_input import Molecule3D, read_molecule
 from crystalflow.structure.molecules import centre_of_mass
 from crystalflow.training.checkpoint import CHECKPOINT, CONFIG, load_checkpoint, load_model
 
-if TYPE_CHECKING:
-    import argparse
 
 #: molecules per predicted cluster (the central one and its 16 nearest neighbours, as in COD-Cluster17)
 N_MOLECULES = N_NEIGHBOURS + 1

@@ -31,10 +31,10 @@ from torch import Tensor, nn
 
 from crystalflow.backbones.registry import BackboneConfig, build_backbone
 from crystalflow.common.checks import check_field_types
+from crystalflow.common.vocabulary import METHODS
 from crystalflow.data.dataset import Batch
 from crystalflow.flow import paths
 
-METHODS = ("lerp", "ve", "vp", "gnn-md", "rigid")
 FLOW_METHODS = ("lerp", "ve", "vp", "rigid")
 PREDICTIONS = ("velocity", "endpoint")
 #: the straightforward atom-level PaiNN used as the speed anchor (F=128, L=4, c=5 Å)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from crystalflow.common.vocabulary import SOLVERS
 from crystalflow.data.dataset import Batch
 from crystalflow.flow.model import CrystalModel
 
-SOLVERS = ("euler", "rk4", "dopri5")
 #: tolerances of the adaptive solver (Å-scale positions, velocities of a few Å per unit time)
 DOPRI_RTOL = 1e-4
 DOPRI_ATOL = 1e-4
