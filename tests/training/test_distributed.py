@@ -50,7 +50,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 class TinyFlow(nn.Module):
-    """Stand-in with the CrystalModel API (see tests/test_train.py); NaN loss at training call ``nan_at``."""
+    """Stand-in with the CrystalModel API (see tests/training/test_trainer.py); NaN loss at training call ``nan_at``."""
 
     def __init__(self, hidden: int = 16, nan_at: int | None = None) -> None:
         super().__init__()
