@@ -15,7 +15,7 @@ INPUT: CIF files or folders (searched recursively); default: the embedded COD fo
 * cod-tools, ``cif_molecule --expand-to-P1 --ignore-bumps --no-audit --covalent-sensitivity 0.45``: the
   same task (every molecule of the unit cell, completed), one process. Files are passed in one call
   (a single Perl start-up: cif_molecule's fastest mode); a file it fails on stops that call, and the
-  rest are passed again. Options as in tests/test_codtools_crosscheck.py.
+  rest are passed again. Options as in tests/structure/test_codtools_crosscheck.py.
 
 Each crystalflow mode is run ``--repeat`` times and the best time is reported; cif_molecule, being
 slow, once (``--repeat`` applies to it too when ``--cod-repeat`` is given). A file that a tool rejects

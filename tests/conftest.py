@@ -1,8 +1,9 @@
-"""Shared fixtures: the embedded COD CIFs, the optional ../shared data, small datasets."""
+"""Shared fixtures: the embedded COD CIFs, the optional ../shared data, small datasets (one built once per session)."""
 from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,10 @@ SMALL_COD = [
     "2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif",
     "incorrect-multiplicity-values.cif", "2006609.cif",
 ]
+#: the crystals of ``tiny_dataset``: SMALL_COD and two more small accepted ones (8 crystals)
+TINY_CIFS = [*SMALL_COD, "2221562.cif", "2200223-decomposition-temperature.cif"]
+TINY_SAMPLES = 2  #: noise draws per crystal in ``tiny_dataset``: 8 x 2 = 16 clusters, 12 of them train
+TINY_CLUSTERS = len(TINY_CIFS) * TINY_SAMPLES
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +61,30 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _read_only(root: Path) -> None:
+    """Clear the write bits under ``root``, so a test that writes into the shared dataset fails loudly."""
+    for path in [*root.rglob("*"), root]:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny built dataset for the whole session: TINY_CIFS x TINY_SAMPLES noise draws, built once.
+
+    Read-only: a test that changes a dataset copies it first (``shutil.copytree(tiny_dataset, tmp_path / "ds")``
+    and then makes the copy writable, or builds its own)."""
+    from crystalflow.data.build import build_dataset
+    from crystalflow.data.pipeline import BuildSettings
+
+    root = tmp_path_factory.mktemp("tiny-dataset")
+    cifs = root / "cifs"
+    cifs.mkdir()
+    for name in TINY_CIFS:
+        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
+    out = root / "data"
+    build_dataset(str(cifs), str(out), BuildSettings(samples_per_crystal=TINY_SAMPLES), workers=1, progress=False)
+    _read_only(out)
+    return out

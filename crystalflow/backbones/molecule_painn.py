@@ -12,7 +12,7 @@ network would have to learn rotation equivariance from data. Instead:
   lattice still fixes a proper orientation. So each molecule gets second moments of its neighbour
   directions, A_k = Σ_j w_k(d_ij) r̂_ij r̂_ijᵀ with learned radial weights, taken in pairs: the
   commutator A_k B_k − B_k A_k is an axial vector, which survives inversion, and A_k applied to it a
-  polar one. On a toy triclinic crystal (tests/test_molnet.py, random input orientations) the network
+  polar one. On a toy triclinic crystal (tests/backbones/test_molecule_painn.py, random input orientations) the network
   turns unseen inputs to about 25° within 500 steps; without these starting vectors it stays at the
   random level (two seeds each).
 - **Axes.** Each molecule's frame P_i is read from its atoms (:func:`molecule_axes`): principal axes of

@@ -3,20 +3,17 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import TINY_CLUSTERS
 
-import crystalflow
 from crystalflow.common.errors import UserError
-from crystalflow.data.build import build_dataset
 from crystalflow.data.cluster17_csv import import_cluster17
 from crystalflow.data.stats import dataset_stats
 
-#: the four smallest accepted embedded COD crystals (12-20 atoms per molecule)
-SMALL = ["2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FIGURES = ["fig3_atoms_per_molecule", "fig4_pairwise_distances_x_w", "fig5_pairwise_distances_x_s"]
 
@@ -26,15 +23,10 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("stats")
-    cifs = root / "cifs"
-    cifs.mkdir()
-    for name in SMALL:
-        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
-    build_dataset(str(cifs), str(root / "ds"), progress=False)
-    return root / "ds"
+@pytest.fixture
+def dataset(tiny_dataset: Path) -> Path:
+    """The session's shared ``tiny_dataset`` (TINY_CLUSTERS clusters; the checks read its clusters.csv)."""
+    return tiny_dataset
 
 
 def expected_pairs(dataset: Path, split: str = "all", limit: int | None = None) -> tuple[int, int, list[int]]:
@@ -55,12 +47,12 @@ def test_files_counts_and_determinism(dataset: Path, tmp_path: Path) -> None:
         assert (out / f"{stem}.png").read_bytes()[:8] == PNG_MAGIC
     assert json.loads((out / "stats.json").read_text()) == summary
     atom_pairs, mol_pairs, atoms = expected_pairs(dataset)
-    assert summary["clusters"] == len(SMALL) and summary["molecules_per_cluster"] == [17]
+    assert summary["clusters"] == TINY_CLUSTERS and summary["molecules_per_cluster"] == [17]
     assert summary["atoms_per_molecule"]["min"] == min(atoms) and summary["atoms_per_molecule"]["max"] == max(atoms)
 
     fig3 = read_rows(out / "fig3_atoms_per_molecule.csv")
-    assert sum(int(r["clusters"]) for r in fig3) == len(SMALL)
-    assert {int(r["atoms_lo"]): int(r["clusters"]) for r in fig3 if int(r["clusters"])} == {n: 1 for n in atoms}
+    assert sum(int(r["clusters"]) for r in fig3) == TINY_CLUSTERS
+    assert {int(r["atoms_lo"]): int(r["clusters"]) for r in fig3 if int(r["clusters"])} == dict(Counter(atoms))
     for stem, key in ((FIGURES[1], "x_w"), (FIGURES[2], "x_s")):
         rows = read_rows(out / f"{stem}.csv")
         assert len(rows) == summary["distance_bins"] + 1 and rows[-1]["distance_hi_A"] == "inf"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_CIFS, TINY_SAMPLES
 from torch import nn
 
 import crystalflow
@@ -22,12 +23,10 @@ from crystalflow.training.checkpoint import BEST, CHECKPOINT, CONFIG, LOG, LOG_C
 from crystalflow.training.config import TrainConfig, load_config
 from crystalflow.training.trainer import Trainer, TrainingDivergedError, train
 
-#: small, accepted COD crystals (fastest to process); 2 noise draws each -> 16 clusters, 12 of them train
-SMALL_CIFS = [
-    "2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif",
-    "incorrect-multiplicity-values.cif", "2006609.cif", "2221562.cif", "2200223-decomposition-temperature.cif",
-]
-SAMPLES_PER_CRYSTAL = 2
+#: small, accepted COD crystals (fastest to process); 2 noise draws each -> 16 clusters, 12 of them train:
+#: the contents of conftest's session-wide ``tiny_dataset``
+SMALL_CIFS = TINY_CIFS
+SAMPLES_PER_CRYSTAL = TINY_SAMPLES
 BATCH = 4  #: 12 train clusters / 4 -> 3 steps per epoch
 STEPS_PER_EPOCH = 3
 
@@ -49,9 +48,10 @@ def make_dataset(root: Path, names: list[str] = SMALL_CIFS) -> Path:
     return out
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dataset(tmp_path_factory.mktemp("train-data"))
+@pytest.fixture
+def dataset(tiny_dataset: Path) -> Path:
+    """The session's shared ``tiny_dataset`` (built from SMALL_CIFS, SAMPLES_PER_CRYSTAL draws each)."""
+    return tiny_dataset
 
 
 class SimulatedCrash(Exception):

@@ -40,7 +40,10 @@ def read_rows(path: Path) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
-    """A tiny built dataset: 4 crystals x 2 noise samples."""
+    """A tiny built dataset: 4 crystals x 2 noise samples.
+
+    Its own build, not conftest's shared ``tiny_dataset``: the checks depend on its exact contents (the first
+    sorted id is benzene's, formula C6 H6; counts of ``len(SMALL) * SAMPLES`` clusters) and a test edits a copy."""
     root = tmp_path_factory.mktemp("c17")
     cifs = root / "cifs"
     cifs.mkdir()

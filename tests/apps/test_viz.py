@@ -118,7 +118,7 @@ def test_viewer_html_is_self_contained(tmp_path):
 
 
 def test_vendored_3dmol_licence():
-    lic = Path(__file__).resolve().parents[1] / "crystalflow" / "resources" / "js" / "LICENSE-3Dmol.txt"
+    lic = Path(__file__).resolve().parents[2] / "crystalflow" / "resources" / "js" / "LICENSE-3Dmol.txt"
     text = lic.read_text()
     assert "BSD-3-Clause" in text and "2.5.5" in text
     assert f"version {VENDORED_3DMOL_VERSION}" in text

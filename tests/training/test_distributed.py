@@ -4,16 +4,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-import crystalflow
-from crystalflow.data.build import build_dataset
-from crystalflow.data.pipeline import BuildSettings
 from crystalflow.flow import model as models
 from crystalflow.training import distributed
 from crystalflow.training.checkpoint import CHECKPOINT, LOG
@@ -25,32 +21,18 @@ if not distributed.is_available("gloo"):
 
 NPROCS = 2
 LAUNCH_TIMEOUT_S = 180.0  #: a guard against a hang, far above the ~15 s the launch needs
-SMALL_CIFS = [
-    "2100348-benzene.cif", "2205750.cif", "2100438-cell-vol.cif", "7105573-no-Z.cif",
-    "incorrect-multiplicity-values.cif", "2006609.cif", "2221562.cif", "2200223-decomposition-temperature.cif",
-]
 BATCH = 2  #: per process: 12 train clusters / (2 processes x 2) -> 3 steps per epoch
 STEPS_PER_EPOCH = 3
 
 
-def cod_dir() -> Path:
-    """The COD CIFs embedded in the package."""
-    return Path(crystalflow.embedded_cif_dir())
-
-
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ddp-data")
-    (root / "cifs").mkdir()
-    for name in SMALL_CIFS:
-        shutil.copy(cod_dir() / name, root / "cifs" / name)
-    build_dataset(str(root / "cifs"), str(root / "data"), BuildSettings(samples_per_crystal=2), workers=1,
-                  progress=False)
-    return root / "data"
+def dataset(tiny_dataset: Path) -> Path:
+    """The session's shared ``tiny_dataset``: 8 crystals x 2 draws, 12 train clusters (see BATCH)."""
+    return tiny_dataset
 
 
 class TinyFlow(nn.Module):
-    """Stand-in with the CrystalModel API (see tests/test_train.py); NaN loss at training call ``nan_at``."""
+    """Stand-in with the CrystalModel API (see tests/training/test_trainer.py); NaN loss at training call ``nan_at``."""
 
     def __init__(self, hidden: int = 16, nan_at: int | None = None) -> None:
         super().__init__()

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SMALL_COD
+from conftest import TINY_CLUSTERS
 
-import crystalflow
 from crystalflow.common.errors import UserError
-from crystalflow.data.build import build_dataset
 from crystalflow.data.dataset import ClusterDataset
 from crystalflow.evaluation import baselines
 from crystalflow.evaluation.baselines import pack_molecules, run_baseline
@@ -27,16 +25,10 @@ PACK_SLACK = 0.3
 needs_packmol = pytest.mark.skipif(shutil.which("packmol") is None, reason="packmol is not on PATH")
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory) -> str:
-    """A 6-cluster dataset built from small embedded COD CIFs."""
-    root = tmp_path_factory.mktemp("baselines")
-    cifs = root / "cifs"
-    cifs.mkdir()
-    for name in SMALL_COD:
-        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
-    build_dataset(str(cifs), str(root / "ds"), workers=1, progress=False)
-    return str(root / "ds")
+@pytest.fixture
+def dataset(tiny_dataset: Path) -> str:
+    """The session's shared ``tiny_dataset`` (TINY_CLUSTERS clusters from small embedded COD CIFs)."""
+    return str(tiny_dataset)
 
 
 def _pm_numpy(pred: np.ndarray, true: np.ndarray) -> float:
@@ -114,7 +106,7 @@ def _records(dataset: str, count: int) -> list:
 
 @needs_packmol
 def test_pack_molecules_is_rigid_ordered_and_seeded(dataset):
-    rec = min(_records(dataset, 6), key=lambda r: r.x_s.shape[1])
+    rec = min(_records(dataset, TINY_CLUSTERS), key=lambda r: r.x_s.shape[1])
     mol = rec.x_s[0].astype(np.float64)
     radius = baselines.sphere_radius(rec.z, mol, 17, rec.meta["density"])
     a = pack_molecules(mol, rec.z, 17, radius, seed=11)

@@ -67,6 +67,10 @@ class Work:
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Work:
+    """Everything the contract checks run on, built once for the module from CIFS.
+
+    Its own dataset, not conftest's shared ``tiny_dataset``: three crystals, one per split, keep the training,
+    export and baseline runs built on it small, and the damaged copies are made from it."""
     root = tmp_path_factory.mktemp("cli-contract")
     cifs = root / "cifs"
     cifs.mkdir()
