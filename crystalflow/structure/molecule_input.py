@@ -34,7 +34,7 @@ from scipy.sparse.csgraph import connected_components
 from crystalflow.common.errors import REASONS, RejectError, UserError
 from crystalflow.common.vocabulary import DEFAULT_MAX_ATOMS
 from crystalflow.structure.elements import ATOMIC_MASS, COVALENT_RADIUS, atomic_number, formula, symbol
-from crystalflow.structure.molecules import BOND_TOLERANCE, HYDROGEN_BOND_TOLERANCE
+from crystalflow.structure.molecules import molecule_bonds
 
 #: elements of the training data (COD organic crystals); anything else is refused
 ALLOWED_ELEMENTS = ("H", "B", "C", "N", "O", "F", "Si", "P", "S", "Cl", "Se", "Br", "I")
@@ -111,18 +111,6 @@ def _quiet_rdkit() -> Iterator[None]:
         del block
 
 
-def covalent_bonds(x: np.ndarray, z: np.ndarray) -> np.ndarray:
-    """Bonds [B, 2] (i < j) by covalent radii, with the tolerances the dataset build uses."""
-    x = np.asarray(x, dtype=np.float64)
-    z = np.asarray(z, dtype=np.int64)
-    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
-    r = COVALENT_RADIUS[z]
-    hydrogen = (z[:, None] == 1) | (z[None, :] == 1)
-    tol = np.where(hydrogen, HYDROGEN_BOND_TOLERANCE, BOND_TOLERANCE)
-    i, j = np.nonzero(np.triu(d < r[:, None] + r[None, :] + tol, k=1))
-    return np.stack([i, j], axis=1).astype(np.int64)
-
-
 def fragments(n: int, bonds: np.ndarray) -> np.ndarray:
     """Fragment label [n] of each atom (connected components of the bond graph)."""
     b = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
@@ -172,7 +160,7 @@ def _finish(x: np.ndarray, z: np.ndarray, name: str, notes: list[str], bonds: np
     if not np.all(np.isfinite(x)):
         raise UserError(f"{what} has non-numeric coordinates")
     if bonds is None:
-        bonds = covalent_bonds(x, z)
+        bonds = molecule_bonds(x, z)
     _check_one_fragment(x, z, bonds, what)
     if not np.any(z == 1):
         notes.append("the molecule has no hydrogen atoms: every training molecule had some, expect poor predictions")
@@ -388,7 +376,7 @@ def _without_bond_orders(x: np.ndarray, z: np.ndarray, name: str, notes: list[st
     it is used to add hydrogens when the file has none.
     """
     _check_elements(z, what)
-    bonds = covalent_bonds(x, z)
+    bonds = molecule_bonds(x, z)
     _check_one_fragment(x, z, bonds, what)
     if np.any(z == 1) or len(z) == 0:
         return _finish(x, z, name, notes, bonds, source, what)

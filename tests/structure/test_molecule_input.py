@@ -16,11 +16,11 @@ from crystalflow.structure.molecule_input import (  # noqa: E402
     ALLOWED_ELEMENTS,
     MAX_ATOMS,
     Molecule3D,
-    covalent_bonds,
     fragments,
     input_kind,
     read_molecule,
 )
+from crystalflow.structure.molecules import molecule_bonds
 
 ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 #: aspirin C9H8O4: 21 atoms, 13 of them heavy
@@ -50,7 +50,7 @@ def _error(spec: str | Path, match: str) -> str:
 def _check(mol: Molecule3D, n: int) -> None:
     assert mol.x.shape == (n, 3) and mol.z.shape == (n,)
     assert np.all(np.isfinite(mol.x))
-    assert fragments(n, covalent_bonds(mol.x, mol.z)).max() == 0, "one bonded fragment"
+    assert fragments(n, molecule_bonds(mol.x, mol.z)).max() == 0, "one bonded fragment"
 
 
 # ------------------------------------------------------------------------------------------ SMILES
