@@ -293,3 +293,17 @@ def recover_crystal(
         lattice_residual=lattice_residual,
         rigid_rmsd=float(rmsd.max()),
     )
+
+
+def primitive_reduced_cell(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray, symprec: float = SYMPREC) -> np.ndarray:
+    """Niggli-reduced primitive cell (rows) of a periodic structure, as spglib finds it at ``symprec``."""
+    prim = spglib.standardize_cell((lattice, frac, z), to_primitive=True, no_idealize=True, symprec=symprec)
+    if prim is None:
+        raise LatticeError(f"spglib found no primitive cell: {spglib.get_error_message()}")
+    return niggli_cell(prim[0])
+
+
+def cells_agree(lattice1: np.ndarray, lattice2: np.ndarray, rel: float = 0.01) -> bool:
+    """Whether two reduced cells have the same lengths and angles within the relative tolerance ``rel``."""
+    p1, p2 = np.array(cell_parameters(lattice1)), np.array(cell_parameters(lattice2))
+    return bool(np.all(np.abs(p1 - p2) <= rel * np.abs(p2)))
