@@ -37,6 +37,14 @@ SYMPREC = 0.1
 MIN_TRANSLATION = 2.5
 #: a basis vector must stand this far (Å) off the line / plane of the previous ones to be independent
 MIN_INDEPENDENCE = 1.0
+#: smallest/largest extent below which a molecule counts as planar (its motions are not composed)
+PLANAR_REL = 0.05
+#: composed motions are kept up to this multiple of the cluster's radius from the centre
+CLOSURE_REACH = 1.5
+#: rounds of composing the cluster's motions
+CLOSURE_ROUNDS = 2
+#: at most this many motions are kept
+MAX_MOTIONS = 300
 #: denominators tried when the shortest independent translations span only a sublattice
 DENOMINATORS = (1, 2, 3, 4, 6)
 
@@ -234,6 +242,64 @@ def fit_lattice(vectors: np.ndarray, tol: float = LATTICE_TOL) -> tuple[np.ndarr
     return fitted, float(np.sqrt(np.mean(err**2)))
 
 
+def is_planar(x: np.ndarray, rel: float = PLANAR_REL) -> bool:
+    """Whether points [n, 3] are (near-)planar: their rigid motion is then known only up to the
+    reflection through their plane, and motions cannot be composed reliably."""
+    s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
+    return bool(s[-1] <= rel * s[0])
+
+
+def close_motions(
+    rots: np.ndarray, trans: np.ndarray, c0: np.ndarray, radius: float, tol: float = LATTICE_TOL,
+    angle_tol: float = ANGLE_TOL, rounds: int = CLOSURE_ROUNDS,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The motions ``rots``, ``trans`` (the cluster's, kept first) and their products with them, repeated
+    ``rounds`` times, that put the centre ``c0`` within ``radius`` of itself; one motion per distinct
+    molecule (same orientation and centre within ``tol``). The crystal is closed under its symmetry
+    operations, so these are molecules of it the cluster does not hold."""
+    out_r, out_t = list(rots), list(trans)
+    out_c = [r @ c0 + t for r, t in zip(rots, trans)]
+    frontier = list(range(len(rots)))
+    for _ in range(rounds):
+        new = []
+        for a in frontier:
+            for b in range(len(rots)):
+                r = out_r[a] @ rots[b]
+                t = out_r[a] @ trans[b] + out_t[a]
+                c = r @ c0 + t
+                if np.linalg.norm(c - c0) > radius:
+                    continue
+                if len(out_r) >= MAX_MOTIONS:
+                    break
+                near = np.flatnonzero(np.linalg.norm(np.array(out_c) - c, axis=1) < tol)
+                if len(near):
+                    continue
+                out_r.append(r)
+                out_t.append(t)
+                out_c.append(c)
+                new.append(len(out_r) - 1)
+        if not new:
+            break
+        frontier = new
+    return np.array(out_r), np.array(out_t)
+
+
+def _lattice_of(rots, trans, c0, tol, angle_tol):
+    """Reduced lattice, its residual, orientation labels and centres of the molecules ``R c0 + t``."""
+    centres = np.einsum("mij,j->mi", rots, c0) + trans
+    labels = orientation_classes(rots, angle_tol)
+    vectors = translation_vectors(rots, trans, centres, labels, angle_tol)
+    if not len(vectors):
+        raise LatticeError("no two molecules share an orientation: no translations")
+    short = np.linalg.norm(vectors, axis=1).min()
+    if short < MIN_TRANSLATION:
+        raise LatticeError(f"two molecules with the same orientation are {short:.2f} Å apart (< {MIN_TRANSLATION} Å)")
+    basis, residual = fit_lattice(vectors, tol)
+    if np.linalg.det(basis) < 0:
+        basis = -basis
+    return niggli_cell(basis), residual, labels, centres
+
+
 def recover_crystal(
     x: np.ndarray, z: np.ndarray, tol: float = LATTICE_TOL, angle_tol: float = ANGLE_TOL, symprec: float = SYMPREC
 ) -> RecoveredCrystal:
@@ -257,25 +323,31 @@ def recover_crystal(
     if x.ndim != 3 or x.shape[2] != 3 or x.shape[1] != len(z) or x.shape[0] < 4:
         raise LatticeError(f"need a cluster [M >= 4, n, 3] with n = len(z) = {len(z)}, got shape {x.shape}")
     rots, trans, rmsd = rigid_motions(x)
-    labels = orientation_classes(rots, angle_tol)
     centres = centre_of_mass(x, z)  # [M, 3]
-    vectors = translation_vectors(rots, trans, centres, labels, angle_tol)
-    if not len(vectors):
-        raise LatticeError("no two molecules share an orientation: no translations")
-    short = np.linalg.norm(vectors, axis=1).min()
-    if short < MIN_TRANSLATION:
-        raise LatticeError(f"two molecules with the same orientation are {short:.2f} Å apart (< {MIN_TRANSLATION} Å)")
-    basis, lattice_residual = fit_lattice(vectors, tol)
-    if np.linalg.det(basis) < 0:
-        basis = -basis
-    lattice = niggli_cell(basis)
+    radius = CLOSURE_REACH * float(np.linalg.norm(centres - centres[0], axis=1).max())
+    attempts = [lambda: (rots, trans)]
+    if not is_planar(x[0]):  # the cluster's motions, then (only if they fail) their closure
+        attempts.append(lambda: close_motions(rots, trans, centres[0], radius, tol, angle_tol))
+    error = None
+    for attempt in attempts:
+        rots_try, trans_try = attempt()
+        try:
+            lattice, lattice_residual, labels, centres_try = _lattice_of(rots_try, trans_try, centres[0], tol, angle_tol)
+            rots, trans, centres = rots_try, trans_try, centres_try
+            break
+        except LatticeError as e:
+            error = error or e  # the cluster's own reason is the one reported
+    else:
+        raise error
     inv = np.linalg.inv(lattice)
+    x0 = x[0]
 
     frac_atoms, z_atoms = [], []
     for label in range(labels.max() + 1):
         k = int(np.flatnonzero(labels == label)[0])
         shift = np.floor(centres[k] @ inv)
-        frac_atoms.append(x[k] @ inv - shift)
+        atoms = x[k] if k < len(x) else x0 @ rots[k].T + trans[k]
+        frac_atoms.append(atoms @ inv - shift)
         z_atoms.append(z)
     frac = np.concatenate(frac_atoms)
     frac -= np.floor(frac)
