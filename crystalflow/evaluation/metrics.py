@@ -358,9 +358,11 @@ def cluster_metrics(pred: np.ndarray, true: np.ndarray, z: np.ndarray) -> dict[s
     k_best = int(np.argmin(pm_atoms))
     best = p[k_best]
     topology = ClusterTopology(t[0], zz)
-    matches = [packing_match(x, t, zz, topology=topology) for x in p]
     validity = [cluster_validity(x, zz) for x in p]
-    solved = [m.matched and v for m, (v, _) in zip(matches, validity)]
+    # the packing match (the costly part) is needed only where it can solve the cluster and for the reported sample
+    matches = {k: packing_match(p[k], t, zz, topology=topology)
+               for k in range(len(p)) if validity[k][0] or k == k_best}
+    solved = [k in matches and matches[k].matched and v for k, (v, _) in enumerate(validity)]
     match, (valid, overlap) = matches[k_best], validity[k_best]
     return {
         "pm_atom": float(pm_atoms.min()),
