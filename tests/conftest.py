@@ -1,7 +1,6 @@
 """Shared fixtures: the embedded COD CIFs, the optional ../shared data, small datasets (one built once per session)."""
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 from pathlib import Path
@@ -63,6 +62,21 @@ def single_thread():
     torch.set_num_threads(before)
 
 
+def build_embedded(names, root: Path, settings=None, **kwargs) -> Path:  # noqa: ANN001 - BuildSettings
+    """Copy the embedded COD CIFs ``names`` into ``root/cifs`` and build them into ``root/data``; returns the latter."""
+    from crystalflow.data.build import build_dataset
+
+    cifs = root / "cifs"
+    cifs.mkdir()
+    for name in names:
+        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
+    out = root / "data"
+    if settings is not None:
+        kwargs["settings"] = settings
+    build_dataset(str(cifs), str(out), progress=False, **kwargs)
+    return out
+
+
 def _read_only(root: Path) -> None:
     """Clear the write bits under ``root``, so a test that writes into the shared dataset fails loudly."""
     for path in [*root.rglob("*"), root]:
@@ -76,15 +90,9 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Read-only: a test that changes a dataset copies it first (``shutil.copytree(tiny_dataset, tmp_path / "ds")``
     and then makes the copy writable, or builds its own)."""
-    from crystalflow.data.build import build_dataset
     from crystalflow.data.pipeline import BuildSettings
 
     root = tmp_path_factory.mktemp("tiny-dataset")
-    cifs = root / "cifs"
-    cifs.mkdir()
-    for name in TINY_CIFS:
-        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
-    out = root / "data"
-    build_dataset(str(cifs), str(out), BuildSettings(samples_per_crystal=TINY_SAMPLES), workers=1, progress=False)
+    out = build_embedded(TINY_CIFS, root, BuildSettings(samples_per_crystal=TINY_SAMPLES), workers=1)
     _read_only(out)
     return out

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from conftest import REPO, write
+from conftest import REPO, build_embedded, write
 
 from crystalflow.cli import main
-from crystalflow.data.build import build_dataset
 from crystalflow.data.cluster17_csv import export_cluster17
 
 #: three small COD crystals: one each for train, valid and test
@@ -72,12 +71,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Work:
     Its own dataset, not conftest's shared ``tiny_dataset``: three crystals, one per split, keep the training,
     export and baseline runs built on it small, and the damaged copies are made from it."""
     root = tmp_path_factory.mktemp("cli-contract")
-    cifs = root / "cifs"
-    cifs.mkdir()
-    for name in CIFS:
-        shutil.copy(embedded_dir / name, cifs / name)
-    data = root / "data"
-    build_dataset(str(cifs), str(data), workers=1, progress=False)
+    data = build_embedded(CIFS, root, workers=1)
     shards = [f"shards/{p.name}" for p in (data / "shards").glob("*.h5")]
     cut_data = _damaged_copy(data, root / "cut-data", shards, "cut")
     config = write(root / "tiny.json", json.dumps(TINY_TRAINING))
@@ -90,7 +84,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, embedded_dir: Path) -> Work:
     assert main(["baseline", "identity", str(data), "--split", "all", "-o", str(pred), "-q"]) == 0
     pred_shards = [f"shards/{p.name}" for p in (pred / "shards").glob("*.h5")]
     return Work(
-        cifs=str(cifs), data=str(data), cut_data=cut_data, run=str(run),
+        cifs=str(root / "cifs"), data=str(data), cut_data=cut_data, run=str(run),
         junk_run=_damaged_copy(run, root / "junk-run", checkpoints, "junk"),
         cut_run=_damaged_copy(run, root / "cut-run", checkpoints, "cut"),
         raw=str(raw), pred=str(pred), cut_pred=_damaged_copy(pred, root / "cut-pred", pred_shards, "cut"),

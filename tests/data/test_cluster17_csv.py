@@ -9,10 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_embedded
 
-import crystalflow
 from crystalflow.common.errors import REASONS, UserError
-from crystalflow.data.build import build_dataset
 from crystalflow.data.cluster17_csv import (
     HEADER,
     _Bad,
@@ -44,14 +43,7 @@ def dataset(tmp_path_factory) -> Path:
 
     Its own build, not conftest's shared ``tiny_dataset``: the checks depend on its exact contents (the first
     sorted id is benzene's, formula C6 H6; counts of ``len(SMALL) * SAMPLES`` clusters) and a test edits a copy."""
-    root = tmp_path_factory.mktemp("c17")
-    cifs = root / "cifs"
-    cifs.mkdir()
-    for name in SMALL:
-        shutil.copy(Path(crystalflow.embedded_cif_dir()) / name, cifs / name)
-    out = root / "ds"
-    build_dataset(str(cifs), str(out), BuildSettings(samples_per_crystal=SAMPLES), progress=False)
-    return out
+    return build_embedded(SMALL, tmp_path_factory.mktemp("c17"), BuildSettings(samples_per_crystal=SAMPLES))
 
 
 @pytest.fixture(scope="module")
