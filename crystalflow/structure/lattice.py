@@ -1,20 +1,27 @@
-"""Cluster → crystal: the lattice and space group implied by a finite cluster of identical molecules.
+"""Cluster → crystal: the lattice, space group and asymmetric molecule implied by a finite cluster of
+identical molecules.
 
 A cluster (central molecule first, the same atom order in every molecule, as built by
 :func:`crystalflow.structure.cluster.build_cluster` or predicted by a model) fixes, for every molecule
 ``k``, the rigid motion ``x ↦ R_k x + t_k`` (proper or improper) that maps the central molecule onto
-it. Two molecules with the same orientation (``R_j ≈ R_k``) are related by a pure translation, so the
-differences of their centres are lattice vectors. Those vectors give a basis of the translation
-lattice (least-squares fitted), Niggli-reduced; the distinct orientations, wrapped into that cell,
-are the molecules of the periodic structure whose space group spglib then determines.
+it. Two molecules with the same orientation are related by a pure translation, so the differences of
+their centres are lattice vectors. Those vectors give a basis of the translation lattice
+(least-squares fitted, Niggli-reduced). In that basis every motion's rotation is an integer matrix
+``W_k``; the ``W_k`` are closed into the crystal's point group (which fills in orientations the
+cluster does not hold), and the operators' translations are solved, in the least-squares sense, from
+the cluster's motions and the group law ``w(W_a W_b) = W_a w_b + w_a`` (mod 1). The result is an
+exactly symmetric :class:`~crystalflow.structure.crystal.SymmetricCrystal` — the central molecule and
+the space group's operators — whose space group spglib names.
 
 The lattice found is the primitive (translation) lattice, so ``Z`` counts molecules per primitive
 cell (2 for a C-centred cell with 4 molecules in the conventional cell).
 
-When the cluster does not describe a crystal — fewer than three independent translations, or
-translations that are not integer combinations of one basis within ``tol`` — :class:`LatticeError`
-is raised with a one-line reason; a noisy cluster that still fits reports its misfit in
-``RecoveredCrystal.residual``.
+When the cluster does not describe a crystal — fewer than three independent translations (its
+molecules lie in one layer), translations that are not integer combinations of one basis within
+``tol``, motions that are no symmetry of the lattice — :class:`LatticeError` is raised with a one-line
+reason; a noisy cluster that still fits reports its misfit in ``RecoveredCrystal.residual``.
+Planar molecules fix their motions only up to the reflection through their plane; the one that is a
+symmetry of the lattice is taken.
 """
 from __future__ import annotations
 
@@ -24,15 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 import spglib
 
-from crystalflow.structure.geometry import kabsch
+from crystalflow.structure.crystal import SYMPREC, SymmetricCrystal
+from crystalflow.structure.geometry import batched_rotations, kabsch
 from crystalflow.structure.molecules import centre_of_mass
 
 #: Å: a translation vector off the fitted lattice, or a duplicate molecule off its image, by more fails
 LATTICE_TOL = 0.3
 #: degrees: two molecules whose relative rotation is smaller have the same orientation
 ANGLE_TOL = 5.0
-#: Å: spglib's position tolerance for the space group
-SYMPREC = 0.1
 #: Å: a lattice vector shorter than this would overlap a molecule with its own image
 MIN_TRANSLATION = 2.5
 #: a basis vector must stand this far (Å) off the line / plane of the previous ones to be independent
@@ -47,6 +53,11 @@ CLOSURE_ROUNDS = 2
 MAX_MOTIONS = 300
 #: denominators tried when the shortest independent translations span only a sublattice
 DENOMINATORS = (1, 2, 3, 4, 6)
+#: the largest crystallographic point group
+MAX_POINT_GROUP = 48
+#: Tolerances for noisy clusters (model predictions): translations off the lattice by up to 1.5 Å,
+#: orientations off by up to 30° (distinct operators of a point group differ by ≥ 60° or in handedness)
+NOISY_TOL, NOISY_ANGLE_TOL = 1.5, 30.0
 
 
 class LatticeError(ValueError):
@@ -57,19 +68,39 @@ class LatticeError(ValueError):
 class RecoveredCrystal:
     """A periodic crystal recovered from a cluster."""
 
-    lattice: np.ndarray  #: [3, 3] Niggli-reduced lattice vectors a, b, c as rows (Å), right-handed
-    frac: np.ndarray  #: [Z·n, 3] fractional coordinates of every atom in the cell, in [0, 1)
-    z: np.ndarray  #: [Z·n] atomic numbers
+    crystal: SymmetricCrystal  #: the central molecule and the space group's operators in the reduced cell
     sg_number: int  #: international space-group number (spglib at ``symprec``)
     sg_symbol: str  #: Hermann–Mauguin symbol
-    n_molecules: int  #: Z: molecules in the (primitive, reduced) cell
     lattice_residual: float  #: RMS distance (Å) of the cluster's translations from the fitted lattice
+    symmetry_residual: float  #: RMS distance (Å) of the cluster's molecule centres from the symmetric crystal's
     rigid_rmsd: float  #: largest Kabsch RMSD (Å) of the central molecule superposed on another
+    ops: np.ndarray  #: [M] for each cluster molecule, the operator of ``crystal`` that makes it
+    shifts: np.ndarray  #: [M, 3] and the integer lattice shift added after the operator
+
+    @property
+    def lattice(self) -> np.ndarray:
+        """[3, 3] Niggli-reduced lattice vectors a, b, c as rows (Å), right-handed."""
+        return self.crystal.lattice
+
+    @property
+    def n_molecules(self) -> int:
+        """Z: molecules in the (primitive, reduced) cell."""
+        return self.crystal.n_molecules
+
+    @property
+    def frac(self) -> np.ndarray:
+        """[Z·n, 3] fractional coordinates of every atom in the cell, in [0, 1)."""
+        return self.crystal.cell_atoms()[0]
+
+    @property
+    def z(self) -> np.ndarray:
+        """[Z·n] atomic numbers of the cell's atoms."""
+        return self.crystal.cell_atoms()[1]
 
     @property
     def residual(self) -> float:
-        """Overall misfit (Å): the larger of the lattice residual and the rigid-motion RMSD."""
-        return max(self.lattice_residual, self.rigid_rmsd)
+        """Overall misfit (Å): the largest of the lattice and symmetry residuals and the rigid-motion RMSD."""
+        return max(self.lattice_residual, self.symmetry_residual, self.rigid_rmsd)
 
     @property
     def cell_parameters(self) -> tuple[float, float, float, float, float, float]:
@@ -80,6 +111,14 @@ class RecoveredCrystal:
     def cart(self) -> np.ndarray:
         """[Z·n, 3] Cartesian coordinates (Å)."""
         return self.frac @ self.lattice
+
+    def cluster_like_input(self, crystal: SymmetricCrystal | None = None) -> np.ndarray:
+        """[M, n, 3] the input cluster's molecules, in its order, rebuilt from ``crystal`` (default: the
+        recovered one; pass a relaxed copy to get the relaxed cluster). Cartesian, in the crystal's frame."""
+        crystal = self.crystal if crystal is None else crystal
+        f = crystal.molecule_frac()
+        img = np.einsum("mij,nj->mni", crystal.rotations[self.ops], f) + (crystal.translations[self.ops] + self.shifts)[:, None, :]
+        return img @ crystal.lattice
 
 
 def cell_parameters(lattice: np.ndarray) -> tuple[float, float, float, float, float, float]:
@@ -136,6 +175,27 @@ def orientation_classes(rots: np.ndarray, angle_tol: float = ANGLE_TOL) -> np.nd
         else:
             labels[k] = len(reps)
             reps.append(k)
+    return labels
+
+
+def translate_classes(x: np.ndarray, angle_tol: float = ANGLE_TOL) -> np.ndarray:
+    """A class label per molecule of ``x`` [M, n, 3]: molecules with the same label are translates of
+    each other (the proper rotation superposing them, same atom order, is under ``angle_tol`` degrees).
+    Unlike comparing motions of the central molecule, this needs no handedness, so it holds for planar
+    molecules too. Labels number the classes in order of first appearance."""
+    m = len(x)
+    j, k = np.triu_indices(m, 1)
+    rel = batched_rotations(x[j], x[k], proper=True)
+    angle = np.degrees(np.arccos(np.clip((np.einsum("mii->m", rel) - 1.0) / 2.0, -1.0, 1.0)))
+    same = np.zeros((m, m), dtype=bool)
+    same[j, k] = same[k, j] = angle < angle_tol
+    labels = np.full(m, -1)
+    n_labels = 0
+    for a in range(m):
+        if labels[a] < 0:
+            labels[a] = n_labels
+            labels[(labels < 0) & same[a]] = n_labels
+            n_labels += 1
     return labels
 
 
@@ -196,21 +256,20 @@ def _hermite_basis(rows: np.ndarray) -> np.ndarray:
 
 
 def _initial_basis(vectors: np.ndarray) -> np.ndarray:
-    """The shortest vector, the shortest off its line, the shortest off their plane."""
-    order = np.argsort(np.linalg.norm(vectors, axis=1))
-    basis: list[np.ndarray] = []
-    for i in order:
-        v = vectors[i]
-        if not basis:
-            basis.append(v)
-            continue
+    """The shortest vector, the shortest off its line, the shortest off their plane (by more than
+    :data:`MIN_INDEPENDENCE` Å)."""
+    v = vectors[np.argsort(np.linalg.norm(vectors, axis=1), kind="stable")]
+    basis = [v[0]] if len(v) else []
+    while basis and len(basis) < 3:
         q, _ = np.linalg.qr(np.stack(basis).T)
-        off = np.linalg.norm(v - q @ (q.T @ v))
-        if off > MIN_INDEPENDENCE:
-            basis.append(v)
-            if len(basis) == 3:
-                return np.stack(basis)
-    raise LatticeError(f"only {len(basis)} independent translation(s) among the cluster's molecules (need 3)")
+        off = np.linalg.norm(v - (v @ q) @ q.T, axis=1)
+        far = np.flatnonzero(off > MIN_INDEPENDENCE)
+        if not len(far):
+            break
+        basis.append(v[far[0]])
+    if len(basis) < 3:
+        raise LatticeError(f"only {len(basis)} independent translation(s) among the cluster's molecules (need 3)")
+    return np.stack(basis)
 
 
 def fit_lattice(vectors: np.ndarray, tol: float = LATTICE_TOL) -> tuple[np.ndarray, float]:
@@ -284,11 +343,129 @@ def close_motions(
     return np.array(out_r), np.array(out_t)
 
 
-def _lattice_of(rots, trans, c0, tol, angle_tol):
-    """Reduced lattice, its residual, orientation labels and centres of the molecules ``R c0 + t``."""
-    centres = np.einsum("mij,j->mi", rots, c0) + trans
-    labels = orientation_classes(rots, angle_tol)
-    vectors = translation_vectors(rots, trans, centres, labels, angle_tol)
+def _metric_symmetric(lattice: np.ndarray, rotations: np.ndarray) -> np.ndarray:
+    """The lattice nearest ``lattice`` (rows) whose metric the integer ``rotations`` [h, 3, 3] keep."""
+    g = lattice @ lattice.T
+    g_sym = np.mean(np.einsum("hji,jk,hkl->hil", rotations, g, rotations), axis=0)
+    c = np.linalg.cholesky(g_sym)
+    u, _, vt = np.linalg.svd(np.linalg.solve(c, lattice))
+    return c @ (u @ vt)
+
+
+def _close_group(rotations: list[np.ndarray]) -> np.ndarray:
+    """The group generated by integer matrices (identity first); :class:`LatticeError` when it is not a
+    finite crystallographic point group."""
+    group = [np.eye(3, dtype=np.int64)]
+    keys = {group[0].tobytes()}
+    frontier = [r for r in rotations]
+    while frontier:
+        new = []
+        for r in frontier:
+            for g in list(group):
+                for p in (r @ g, g @ r):
+                    if p.tobytes() not in keys:
+                        if len(group) >= MAX_POINT_GROUP or abs(round(np.linalg.det(p))) != 1 or np.abs(p).max() > 3:
+                            raise LatticeError("the motions' rotations do not close into a crystallographic point group")
+                        keys.add(p.tobytes())
+                        group.append(p)
+                        new.append(p)
+        frontier = new
+    return np.stack(group)
+
+
+def _index_of(group: np.ndarray) -> dict[bytes, int]:
+    return {g.tobytes(): i for i, g in enumerate(group)}
+
+
+def _solve_translations(group: np.ndarray, observed: list[tuple[int, np.ndarray]], lattice: np.ndarray) -> np.ndarray:
+    """Operator translations [h, 3] (fractional) closest, in Å, to the ``observed`` (op index, w) while
+    obeying the group law ``w(W_a W_b) = W_a w_b + w_a`` mod 1 exactly (least squares)."""
+    h = len(group)
+    index = _index_of(group)
+    table = np.array([[index[(group[a] @ group[b]).tobytes()] for b in range(h)] for a in range(h)])
+    w = np.full((h, 3), np.nan)
+    w[0] = 0.0
+    for i, t in observed:  # first estimates: one observation per operator, then compositions
+        if np.isnan(w[i, 0]):
+            w[i] = t
+    for _ in range(h):
+        if not np.isnan(w).any():
+            break
+        for a in range(h):
+            for b in range(h):
+                c = table[a, b]
+                if np.isnan(w[c, 0]) and not np.isnan(w[a, 0]) and not np.isnan(w[b, 0]):
+                    w[c] = group[a] @ w[b] + w[a]
+    metric = lattice.T  # fractional column → Cartesian
+    for _ in range(3):  # integer offsets from the current estimate, then least squares
+        rows, rhs = [], []
+        for a in range(h):
+            for b in range(h):
+                c = table[a, b]
+                n = np.round(w[c] - group[a] @ w[b] - w[a])
+                row = np.zeros((3, 3 * h))
+                row[:, 3 * c:3 * c + 3] += np.eye(3)
+                row[:, 3 * b:3 * b + 3] -= group[a]
+                row[:, 3 * a:3 * a + 3] -= np.eye(3)
+                rows.append(100.0 * row)  # the group law is a constraint: weighted far above observations
+                rhs.append(100.0 * n)
+        for i, t in observed:
+            n = np.round(w[i] - t)
+            row = np.zeros((3, 3 * h))
+            row[:, 3 * i:3 * i + 3] = metric
+            rows.append(row)
+            rhs.append(metric @ (t + n))
+        sol, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)
+        w = sol.reshape(h, 3)
+    return w
+
+
+def _op_candidates(r: np.ndarray, t: np.ndarray, mirror: np.ndarray | None, c0: np.ndarray):
+    """The motion (r, t) and, for a planar molecule, the same motion after the reflection ``mirror``
+    through the molecule's plane (which holds ``c0``): both map the molecule's atoms alike."""
+    yield r, t
+    if mirror is not None:
+        yield r @ mirror, t + r @ c0 - r @ mirror @ c0
+
+
+def _symmetry(x, rots, trans, lattice, angle_tol, planar):
+    """Point group (integer [h, 3, 3]), symmetrised lattice, and per cluster molecule its operator."""
+    inv = np.linalg.inv(lattice)
+    c0 = x[0].mean(axis=0)
+    mirror = None
+    if planar:
+        normal = np.linalg.svd(x[0] - c0)[2][-1]
+        mirror = np.eye(3) - 2.0 * np.outer(normal, normal)
+    limit = 2.0 * math.sin(math.radians(angle_tol) / 2.0) * math.sqrt(2.0)  # Frobenius distance of a turn by angle_tol
+    ints, ts = [], []
+    for r, t in zip(rots, trans):
+        best = None
+        for rr, tt in _op_candidates(r, t, mirror, c0):
+            w = inv.T @ rr @ lattice.T  # f' = W f + w with x = Lᵀ f
+            wi = np.rint(w).astype(np.int64)
+            off = float(np.linalg.norm(lattice.T @ wi @ inv.T - rr))
+            if best is None or off < best[0]:
+                best = (off, wi, tt @ inv)
+        if best[0] > limit:
+            raise LatticeError(f"a motion of the cluster is no symmetry of the fitted lattice (off by {best[0]:.2f})")
+        ints.append(best[1])
+        ts.append(best[2])
+    group = _close_group(ints)
+    index = _index_of(group)
+    ops = np.array([index[w.tobytes()] for w in ints])
+    return group, ops, np.array(ts)
+
+
+def _lattice_of(x, rots, trans, centres, tol, angle_tol, planar):
+    """Reduced lattice and its residual from the translations among the cluster's molecules (and, when
+    those span fewer than 3 dimensions and the molecule is not planar, among composed motions)."""
+    labels = translate_classes(x, angle_tol) if planar else orientation_classes(rots, angle_tol)
+    vectors = _class_differences(centres, labels)
+    if not (len(vectors) and np.linalg.matrix_rank(vectors, tol=MIN_INDEPENDENCE) == 3) and not planar:
+        radius = CLOSURE_REACH * float(np.linalg.norm(centres - centres[0], axis=1).max())
+        r_all, t_all = close_motions(rots, trans, centres[0], radius, tol, angle_tol)
+        c_all = np.einsum("mij,j->mi", r_all, centres[0]) + t_all
+        vectors = translation_vectors(r_all, t_all, c_all, orientation_classes(r_all, angle_tol), angle_tol)
     if not len(vectors):
         raise LatticeError("no two molecules share an orientation: no translations")
     short = np.linalg.norm(vectors, axis=1).min()
@@ -297,7 +474,7 @@ def _lattice_of(rots, trans, c0, tol, angle_tol):
     basis, residual = fit_lattice(vectors, tol)
     if np.linalg.det(basis) < 0:
         basis = -basis
-    return niggli_cell(basis), residual, labels, centres
+    return niggli_cell(basis), residual
 
 
 def recover_crystal(
@@ -306,9 +483,10 @@ def recover_crystal(
     """The periodic crystal implied by a cluster ``x`` [M, n, 3] of identical molecules, atomic numbers ``z`` [n].
 
     ``tol`` (Å) bounds how far a translation may lie off the fitted lattice, ``angle_tol`` (degrees)
-    how far two molecules may be rotated against each other and still count as translates, and
-    ``symprec`` (Å) is spglib's tolerance for the space group. Raises :class:`LatticeError` when no
-    consistent lattice exists.
+    how far two molecules may be rotated against each other and still count as translates (and how far
+    a motion may be off a symmetry of the lattice), and ``symprec`` (Å) is spglib's tolerance for the
+    space group. Model predictions need the looser :data:`NOISY_TOL`, :data:`NOISY_ANGLE_TOL`. Raises
+    :class:`LatticeError` when no consistent lattice exists.
 
     Example::
 
@@ -317,53 +495,44 @@ def recover_crystal(
         cluster = build_cluster(crystal, molecules)
         rec = recover_crystal(cluster.x, cluster.z)
         rec.sg_number, rec.sg_symbol, rec.cell_parameters, rec.n_molecules   # e.g. 14, 'P2_1/c', (...), 4
+        rec.crystal                                                          # a SymmetricCrystal
     """
     x = np.asarray(x, dtype=np.float64)
     z = np.asarray(z, dtype=np.int64)
     if x.ndim != 3 or x.shape[2] != 3 or x.shape[1] != len(z) or x.shape[0] < 4:
         raise LatticeError(f"need a cluster [M >= 4, n, 3] with n = len(z) = {len(z)}, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise LatticeError("the cluster has non-finite coordinates")
     rots, trans, rmsd = rigid_motions(x)
     centres = centre_of_mass(x, z)  # [M, 3]
-    radius = CLOSURE_REACH * float(np.linalg.norm(centres - centres[0], axis=1).max())
-    attempts = [lambda: (rots, trans)]
-    if not is_planar(x[0]):  # the cluster's motions, then (only if they fail) their closure
-        attempts.append(lambda: close_motions(rots, trans, centres[0], radius, tol, angle_tol))
-    error = None
-    for attempt in attempts:
-        rots_try, trans_try = attempt()
-        try:
-            lattice, lattice_residual, labels, centres_try = _lattice_of(rots_try, trans_try, centres[0], tol, angle_tol)
-            rots, trans, centres = rots_try, trans_try, centres_try
-            break
-        except LatticeError as e:
-            error = error or e  # the cluster's own reason is the one reported
-    else:
-        raise error
+    planar = is_planar(x[0])
+    lattice, lattice_residual = _lattice_of(x, rots, trans, centres, tol, angle_tol, planar)
+    group, ops, w_obs = _symmetry(x, rots, trans, lattice, angle_tol, planar)
+    lattice = _metric_symmetric(lattice, group)
+    w = _solve_translations(group, list(zip(ops, w_obs)), lattice)
+    crystal = SymmetricCrystal(lattice, group, w % 1.0, x[0], z)
+    # each cluster molecule: its operator's image of the central molecule plus a whole lattice shift
     inv = np.linalg.inv(lattice)
-    x0 = x[0]
-
-    frac_atoms, z_atoms = [], []
-    for label in range(labels.max() + 1):
-        k = int(np.flatnonzero(labels == label)[0])
-        shift = np.floor(centres[k] @ inv)
-        atoms = x[k] if k < len(x) else x0 @ rots[k].T + trans[k]
-        frac_atoms.append(atoms @ inv - shift)
-        z_atoms.append(z)
-    frac = np.concatenate(frac_atoms)
-    frac -= np.floor(frac)
-    z_all = np.concatenate(z_atoms)
-    dataset = spglib.get_symmetry_dataset((lattice, frac, z_all), symprec=symprec)
+    c0 = centres[0] @ inv
+    image_centres = np.einsum("mij,j->mi", group[ops], c0) + (w % 1.0)[ops]
+    shifts = np.round(centres @ inv - image_centres).astype(np.int64)
+    sym_centres = (image_centres + shifts) @ lattice
+    symmetry_residual = float(np.sqrt(np.mean(np.sum((sym_centres - centres) ** 2, axis=1))))
+    if symmetry_residual > max(tol, 1e-9) * 2.0:
+        raise LatticeError(f"the molecules are {symmetry_residual:.2f} Å (RMS) off any symmetric crystal with this lattice")
+    frac, z_cell = crystal.cell_atoms()
+    dataset = spglib.get_symmetry_dataset((lattice, frac, z_cell), symprec=symprec)
     if dataset is None:
         raise LatticeError(f"spglib found no space group: {spglib.get_error_message()}")
     return RecoveredCrystal(
-        lattice=lattice,
-        frac=frac,
-        z=z_all,
+        crystal=crystal,
         sg_number=int(dataset.number),
         sg_symbol=str(dataset.international),
-        n_molecules=int(labels.max() + 1),
         lattice_residual=lattice_residual,
+        symmetry_residual=symmetry_residual,
         rigid_rmsd=float(rmsd.max()),
+        ops=ops,
+        shifts=shifts,
     )
 
 
