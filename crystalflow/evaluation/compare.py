@@ -52,7 +52,10 @@ def _structure(crystal: Crystal, name: str) -> oxtalign.Structure:
 
 
 def _pattern(crystal: Crystal, name: str, settings: dict[str, Any]) -> PowderPattern:
-    return powder_pattern(crystal.lattice, crystal.frac, crystal.z, name=name, **settings)
+    try:
+        return powder_pattern(crystal.lattice, crystal.frac, crystal.z, name=name, **settings)
+    except ValueError as exc:  # e.g. an element without tabulated form factors, or bad settings
+        raise UserError(f"cannot simulate the powder pattern of {crystal.source!r}: {exc}") from None
 
 
 def compare_crystals(

@@ -39,6 +39,7 @@ import gemmi
 import numpy as np
 
 from crystalflow.common.io import atomic_open, atomic_path
+from crystalflow.common.vocabulary import DEFAULT_FWHM, DEFAULT_SIMILARITY_WIDTH  # noqa: F401 - defaults of this module
 from crystalflow.structure.elements import MAX_Z
 
 #: Cu Kα1 wavelength (Å)
@@ -47,10 +48,6 @@ CU_KA = 1.5406
 DEFAULT_TWO_THETA = (5.0, 50.0)
 #: default 2θ grid step (degrees)
 DEFAULT_STEP = 0.02
-#: default peak full width at half maximum (degrees 2θ)
-DEFAULT_FWHM = 0.1
-#: default half-width l of de Gelder's triangular weight (degrees 2θ)
-DEFAULT_SIMILARITY_WIDTH = 1.0
 #: reflections whose 2θ differ by less than this (degrees) are one stick
 MERGE_TOL = 1e-4
 #: sticks weaker than this (on the 0-100 scale) are dropped
