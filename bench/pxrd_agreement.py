@@ -28,7 +28,14 @@ from crystalflow import embedded_cif_dir
 from crystalflow.common.errors import RejectError
 from crystalflow.structure.cif import read_cif
 from crystalflow.structure.pxrd import (
-    CU_KA, DEFAULT_FWHM, PowderPattern, pattern_similarity, powder_pattern, profile, reflections, structure_factors,
+    CU_KA,
+    DEFAULT_FWHM,
+    PowderPattern,
+    pattern_similarity,
+    powder_pattern,
+    profile,
+    reflections,
+    structure_factors,
 )
 
 LOW, HIGH = 5.0, 50.0
@@ -103,7 +110,7 @@ def best_time(fn, repeat: int = 3) -> float:
 
 def import_seconds(module: str) -> float:
     code = f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     return float(run.stdout.strip()) if run.returncode == 0 else float("nan")
 
 
@@ -128,14 +135,14 @@ def main() -> None:
         except RejectError:
             continue
         ours = powder_pattern(crystal.lattice, crystal.frac, crystal.z)
-        t_ours = best_time(lambda: powder_pattern(crystal.lattice, crystal.frac, crystal.z))
+        t_ours = best_time(lambda c=crystal: powder_pattern(c.lattice, c.frac, c.z))
         rel = gemmi_check(crystal)
         row = [os.path.basename(path)[:28], len(crystal.z), len(ours.peaks), rel]
         if XRDCalculator is not None:
             s = Structure(Lattice(crystal.lattice), [int(z) for z in crystal.z], crystal.frac)
             calc = XRDCalculator(wavelength=CU_KA)
             pm = calc.get_pattern(s, scaled=True, two_theta_range=(LOW, HIGH))
-            t_pm = best_time(lambda: calc.get_pattern(s, scaled=True, two_theta_range=(LOW, HIGH)))
+            t_pm = best_time(lambda c=calc, s=s: c.get_pattern(s, scaled=True, two_theta_range=(LOW, HIGH)))
             our_t = np.array([p.two_theta for p in ours.peaks])
             our_i = np.array([p.intensity for p in ours.peaks])
             pm_t, pm_i = np.asarray(pm.x), np.asarray(pm.y)

@@ -27,8 +27,16 @@ from crystalflow.evaluation.matching import MAX_RMSD, MIN_MATCHED, SHELL
 from crystalflow.structure.cif import Crystal, read_cif
 from crystalflow.structure.elements import formula, symbol
 from crystalflow.structure.pxrd import (
-    CU_KA, DEFAULT_FWHM, DEFAULT_SIMILARITY_WIDTH, DEFAULT_STEP, DEFAULT_TWO_THETA, PatternError, PowderPattern,
-    pattern_similarity, plot_patterns, powder_pattern,
+    CU_KA,
+    DEFAULT_FWHM,
+    DEFAULT_SIMILARITY_WIDTH,
+    DEFAULT_STEP,
+    DEFAULT_TWO_THETA,
+    PatternError,
+    PowderPattern,
+    pattern_similarity,
+    plot_patterns,
+    powder_pattern,
 )
 
 #: files ``compare_crystals`` writes into ``pxrd_out``

@@ -39,7 +39,7 @@ import gemmi
 import numpy as np
 
 from crystalflow.common.io import atomic_open, atomic_path
-from crystalflow.common.vocabulary import DEFAULT_FWHM, DEFAULT_SIMILARITY_WIDTH  # noqa: F401 - defaults of this module
+from crystalflow.common.vocabulary import DEFAULT_FWHM, DEFAULT_SIMILARITY_WIDTH
 from crystalflow.structure.elements import MAX_Z
 
 #: Cu Kα1 wavelength (Å)
@@ -92,7 +92,7 @@ class PowderPattern:
             for t, i in zip(self.two_theta.tolist(), self.intensity.tolist()):
                 f.write(f"{t:.4f},{i:.4f}\n")
 
-    def plot(self, path: str | os.PathLike, *others: "PowderPattern") -> None:
+    def plot(self, path: str | os.PathLike, *others: PowderPattern) -> None:
         """Write a PNG of this pattern, overlaid with ``others`` (each labelled by its ``name``)."""
         plot_patterns(path, [self, *others])
 
@@ -323,11 +323,11 @@ def pattern_similarity(a: PowderPattern, b: PowderPattern, width: float = DEFAUL
                            f"{b.two_theta[0]:g}-{b.two_theta[-1]:g} degrees)")
     if step is None:
         step = min(float(np.diff(a.two_theta).min()), float(np.diff(b.two_theta).min()))
-    n = int(math.floor((high - low) / step + 1e-9)) + 1
+    n = math.floor((high - low) / step + 1e-9) + 1
     grid = low + step * np.arange(n)
     f = np.clip(np.interp(grid, a.two_theta, a.intensity), 0.0, None)
     g = np.clip(np.interp(grid, b.two_theta, b.intensity), 0.0, None)
-    lags = min(int(math.floor(width / step + 1e-9)), n - 1)
+    lags = min(math.floor(width / step + 1e-9), n - 1)
 
     def weighted(u: np.ndarray, v: np.ndarray) -> float:
         total = float(u @ v)

@@ -14,7 +14,13 @@ from conftest import write
 
 from crystalflow.structure.cif import read_cif
 from crystalflow.structure.pxrd import (
-    CU_KA, PatternError, PowderPattern, form_factors, pattern_similarity, powder_pattern, read_pattern,
+    CU_KA,
+    PatternError,
+    PowderPattern,
+    form_factors,
+    pattern_similarity,
+    powder_pattern,
+    read_pattern,
 )
 
 #: an orthorhombic cell (Å) and one atom in it: every reflection is allowed
@@ -22,7 +28,7 @@ A, B, C = 5.0, 6.0, 7.0
 ORTHO = np.diag([A, B, C])
 
 
-def bragg_two_theta(h: int, k: int, l: int) -> float:  # noqa: E741 - Miller index
+def bragg_two_theta(h: int, k: int, l: int) -> float:
     d = 1.0 / math.sqrt((h / A) ** 2 + (k / B) ** 2 + (l / C) ** 2)
     return math.degrees(2.0 * math.asin(CU_KA / (2.0 * d)))
 
@@ -103,7 +109,7 @@ def test_embedded_crystal_pattern_and_files(embedded_dir, tmp_path):
     assert len(p.peaks) > 20 and all(5 <= s.two_theta <= 50 for s in p.peaks)
     # Pbca: 0kl with k odd, h0l with l odd and hk0 with h odd are absent
     for s in p.peaks:
-        h, k, l = s.hkl  # noqa: E741
+        h, k, l = s.hkl
         assert not (h == 0 and k % 2) and not (k == 0 and l % 2) and not (l == 0 and h % 2), s
     out = tmp_path / "p.csv"
     p.write_xy(out)
