@@ -236,3 +236,15 @@ def test_positions_and_intensities_agree_with_pymatgen(embedded_dir):
         assert sum(s.intensity for s in near) == pytest.approx(i, abs=3.0)
     assert len([s for s in ours.peaks if s.intensity >= 1.0]) == len(strong)
 
+
+
+def test_symmetric_crystal_cell_gives_the_cif_pattern(embedded_dir):
+    from crystalflow.data.pipeline import BuildSettings, select
+    from crystalflow.structure.crystal import SymmetricCrystal
+
+    c = read_cif(embedded_dir / "2205750.cif")
+    molecules, _, _ = select(c, BuildSettings())
+    sc = SymmetricCrystal.from_crystal(c, molecules[0])
+    frac, z = sc.cell_atoms()
+    a, b = powder_pattern(sc.lattice, frac, z), powder_pattern(c.lattice, c.frac, c.z)
+    assert pattern_similarity(a, b) == pytest.approx(1.0, abs=1e-9)
