@@ -1,4 +1,4 @@
-"""Command-line interface: ``crystalflow build | export | import-cluster17 | stats | train | demo``.
+"""Command-line interface: ``crystalflow build | export | import-cluster17 | stats | train | compare | demo``.
 
 Every command reports bad input as one line on stderr (exit status 2), never a traceback.
 """
@@ -18,8 +18,10 @@ from crystalflow.common.vocabulary import (
     DEFAULT_BATCH_CLUSTERS,
     DEFAULT_CANDIDATES,
     DEFAULT_EXPORT_WEIGHTS,
+    DEFAULT_FWHM,
     DEFAULT_MAX_ATOMS,
     DEFAULT_NOISE_PRESET,
+    DEFAULT_SIMILARITY_WIDTH,
     DEFAULT_SOLVER,
     DEFAULT_SPLIT_BY,
     DEFAULT_STEPS,
@@ -44,6 +46,13 @@ def _positive(value: str) -> int:
     if n < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return n
+
+
+def _positive_float(value: str) -> float:
+    x = float(value)
+    if not x > 0.0 or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value}")
+    return x
 
 
 def _cmd_build(args: argparse.Namespace) -> None:
@@ -193,6 +202,23 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
     run_benchmark(args.output, plan, progress=not args.quiet, jobs=jobs)
 
 
+def _cmd_compare(args: argparse.Namespace) -> None:
+    from crystalflow.evaluation.compare import compare_crystals
+
+    r = compare_crystals(args.cif_a, args.cif_b, width=args.width, fwhm=args.fwhm, pxrd_out=args.pxrd_out)
+    if args.json:
+        print(json.dumps(r, indent=2))
+        return
+    rmsd = "none" if r["rmsd_n"] is None else f"{r['rmsd_n']:.3f} A"
+    why = f" ({r['message']})" if r["message"] else ""
+    print(f"A: {r['a']} ({r['formula_a']})\nB: {r['b']} ({r['formula_b']})\n"
+          f"OXtalign RMSD_{r['n']}: {rmsd}, {r['n_matched']}/{r['n']} molecules matched, "
+          f"{'a match' if r['matched'] else 'no match'}{why}\n"
+          f"PXRD similarity (de Gelder, width {r['pxrd']['width']:g} deg): {r['pxrd_similarity']:.4f}")
+    if "files" in r:
+        print(f"patterns written to {args.pxrd_out}: {', '.join(os.path.basename(f) for f in r['files'])}")
+
+
 def _cmd_demo(args: argparse.Namespace) -> None:
     from crystalflow.apps.demo import run_demo
 
@@ -327,6 +353,17 @@ def make_parser() -> argparse.ArgumentParser:
     bm.add_argument("-o", "--output", required=True, help="report directory (re-running continues it)")
     bm.add_argument("-q", "--quiet", action="store_true")
     bm.set_defaults(func=_cmd_benchmark)
+
+    c = sub.add_parser("compare", help="compare two crystals (CIFs): OXtalign RMSD_15 and simulated-PXRD similarity")
+    c.add_argument("cif_a", help="CIF file of crystal A")
+    c.add_argument("cif_b", help="CIF file of crystal B")
+    c.add_argument("--json", action="store_true", help="print the result as JSON")
+    c.add_argument("--pxrd-out", default=None, metavar="DIR",
+                   help="write both patterns (pattern_a.csv, pattern_b.csv) and overlay.png into DIR")
+    c.add_argument("--width", type=_positive_float, default=DEFAULT_SIMILARITY_WIDTH,
+                   help="half-width l of de Gelder's triangular weight (degrees 2-theta)")
+    c.add_argument("--fwhm", type=_positive_float, default=DEFAULT_FWHM, help="peak FWHM (degrees 2-theta)")
+    c.set_defaults(func=_cmd_compare)
 
     d = sub.add_parser("demo", help="the whole pipeline on the embedded COD set: data, training, evaluation, aspirin, report")
     d.add_argument("-o", "--output", default="crystalflow-demo")

@@ -48,3 +48,8 @@ DEFAULT_CANDIDATES = 8
 BENCHMARK_VARIANTS = ("plain", "inversion", "melt")
 #: training epochs of the demo model
 DEMO_EPOCHS = 4
+
+#: peak FWHM of simulated powder patterns (degrees 2θ; defined here for the command line, used by structure.pxrd)
+DEFAULT_FWHM = 0.1
+#: half-width l of de Gelder's triangular weight in the PXRD similarity (degrees 2θ)
+DEFAULT_SIMILARITY_WIDTH = 1.0

@@ -118,6 +118,11 @@ def _unwritable(tmp: Path) -> str:
     return str(write(tmp / "file.txt", "not a folder") / "out")
 
 
+def _cif(w: Work) -> str:
+    """A good CIF of the module's inputs."""
+    return os.path.join(w.cifs, CIFS[0])
+
+
 #: case -> (argv from the module's inputs and this test's tmp_path, text the error line must hold)
 Case = Callable[[Work, Path], list[str]]
 CASES: dict[str, tuple[Case, str]] = {
@@ -222,6 +227,14 @@ CASES: dict[str, tuple[Case, str]] = {
     "benchmark/unwritable-output": (lambda w, t: ["benchmark", "--quick", "-o", _unwritable(t), "-q"], "cannot write"),
     "benchmark/missing-shared-data": (
         lambda w, t: ["benchmark", "--shared", str(t / "missing"), "-o", str(t / "b"), "-q"], "--quick"),
+    # compare
+    "compare/missing-file": (lambda w, t: ["compare", _cif(w), str(t / "missing.cif")], "no such file"),
+    "compare/not-a-cif": (lambda w, t: ["compare", str(write(t / "x.cif", "not a CIF\n")), _cif(w)],
+                          "not a parseable CIF"),
+    "compare/no-atoms": (lambda w, t: ["compare", _cif(w), str(write(t / "e.cif", "data_e\n_cell_length_a 5\n"))],
+                         "no atom sites"),
+    "compare/unwritable-pxrd-out": (lambda w, t: ["compare", _cif(w), _cif(w), "--pxrd-out", _unwritable(t)],
+                                    "cannot write"),
     # demo
     "demo/unwritable-output": (lambda w, t: ["demo", "-o", _unwritable(t), "-q"], "cannot write"),
 }
