@@ -25,6 +25,7 @@ symmetry of the lattice is taken.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -58,6 +59,10 @@ MAX_POINT_GROUP = 48
 #: Tolerances for noisy clusters (model predictions): translations off the lattice by up to 1.5 Å,
 #: orientations off by up to 30° (distinct operators of a point group differ by ≥ 60° or in handedness)
 NOISY_TOL, NOISY_ANGLE_TOL = 1.5, 30.0
+#: translations tried as basis vectors by the robust (noisy-cluster) lattice fit
+ROBUST_CANDIDATES = 10
+#: a noisy cluster must keep at least this fraction of its molecules on the symmetric crystal
+MIN_INLIER_FRACTION = 0.5
 
 
 class LatticeError(ValueError):
@@ -76,6 +81,7 @@ class RecoveredCrystal:
     rigid_rmsd: float  #: largest Kabsch RMSD (Å) of the central molecule superposed on another
     ops: np.ndarray  #: [M] for each cluster molecule, the operator of ``crystal`` that makes it
     shifts: np.ndarray  #: [M, 3] and the integer lattice shift added after the operator
+    inliers: int  #: cluster molecules within ``tol`` of their molecule in ``crystal`` (all, unless robust)
 
     @property
     def lattice(self) -> np.ndarray:
@@ -301,6 +307,34 @@ def fit_lattice(vectors: np.ndarray, tol: float = LATTICE_TOL) -> tuple[np.ndarr
     return fitted, float(np.sqrt(np.mean(err**2)))
 
 
+def fit_lattice_robust(vectors: np.ndarray, tol: float) -> tuple[np.ndarray, float, int]:
+    """Basis (rows) of the lattice that the most translation ``vectors`` [m, 3] are integer combinations
+    of (within ``tol`` Å), for noisy clusters where some vectors join molecules of wrongly guessed
+    orientation: every independent triple of the shortest :data:`ROBUST_CANDIDATES` vectors is tried,
+    the best refitted by least squares on its inliers. Returns (basis, RMS misfit of the inliers, inliers)."""
+    v = vectors[np.linalg.norm(vectors, axis=1) >= MIN_TRANSLATION]
+    v = v * np.where((v @ np.array([1.0, 1e-3, 1e-6])) < 0, -1.0, 1.0)[:, None]  # one sign per vector
+    cand = v[np.argsort(np.linalg.norm(v, axis=1), kind="stable")][:ROBUST_CANDIDATES]
+    best = None
+    for i, j, k in itertools.combinations(range(len(cand)), 3):
+        basis = cand[[i, j, k]]
+        if abs(np.linalg.det(basis)) < MIN_INDEPENDENCE * MIN_TRANSLATION**2:
+            continue
+        frac = v @ np.linalg.inv(basis)
+        err = np.linalg.norm((frac - np.round(frac)) @ basis, axis=1)
+        inl = err <= tol
+        key = (int(inl.sum()), -float(np.mean(err[inl])) if inl.any() else 0.0)
+        if best is None or key > best[0]:
+            best = (key, basis, inl)
+    if best is None:
+        raise LatticeError("fewer than 3 independent translations among the cluster's molecules")
+    _, basis, inl = best
+    coeff = np.round(v[inl] @ np.linalg.inv(basis))
+    fitted, *_ = np.linalg.lstsq(coeff, v[inl], rcond=None)
+    err = np.linalg.norm(coeff @ fitted - v[inl], axis=1)
+    return fitted, float(np.sqrt(np.mean(err**2))), int(inl.sum())
+
+
 def is_planar(x: np.ndarray, rel: float = PLANAR_REL) -> bool:
     """Whether points [n, 3] are (near-)planar: their rigid motion is then known only up to the
     reflection through their plane, and motions cannot be composed reliably."""
@@ -428,8 +462,9 @@ def _op_candidates(r: np.ndarray, t: np.ndarray, mirror: np.ndarray | None, c0: 
         yield r @ mirror, t + r @ c0 - r @ mirror @ c0
 
 
-def _symmetry(x, rots, trans, lattice, angle_tol, planar):
-    """Point group (integer [h, 3, 3]), symmetrised lattice, and per cluster molecule its operator."""
+def _symmetry(x, rots, trans, lattice, angle_tol, planar, robust=False):
+    """Point group (integer [h, 3, 3]), per cluster molecule its operator (-1: an outlier, robust only)
+    and the observed fractional translations."""
     inv = np.linalg.inv(lattice)
     c0 = x[0].mean(axis=0)
     mirror = None
@@ -446,17 +481,17 @@ def _symmetry(x, rots, trans, lattice, angle_tol, planar):
             off = float(np.linalg.norm(lattice.T @ wi @ inv.T - rr))
             if best is None or off < best[0]:
                 best = (off, wi, tt @ inv)
-        if best[0] > limit:
+        if best[0] > limit and not robust:
             raise LatticeError(f"a motion of the cluster is no symmetry of the fitted lattice (off by {best[0]:.2f})")
-        ints.append(best[1])
+        ints.append(best[1] if best[0] <= limit else None)
         ts.append(best[2])
-    group = _close_group(ints)
+    group = _close_group([w for w in ints if w is not None])
     index = _index_of(group)
-    ops = np.array([index[w.tobytes()] for w in ints])
+    ops = np.array([index[w.tobytes()] if w is not None else -1 for w in ints])
     return group, ops, np.array(ts)
 
 
-def _lattice_of(x, rots, trans, centres, tol, angle_tol, planar):
+def _lattice_of(x, rots, trans, centres, tol, angle_tol, planar, robust=False):
     """Reduced lattice and its residual from the translations among the cluster's molecules (and, when
     those span fewer than 3 dimensions and the molecule is not planar, among composed motions)."""
     labels = translate_classes(x, angle_tol) if planar else orientation_classes(rots, angle_tol)
@@ -469,24 +504,44 @@ def _lattice_of(x, rots, trans, centres, tol, angle_tol, planar):
     if not len(vectors):
         raise LatticeError("no two molecules share an orientation: no translations")
     short = np.linalg.norm(vectors, axis=1).min()
-    if short < MIN_TRANSLATION:
+    if short < MIN_TRANSLATION and not robust:  # the robust fit leaves such vectors out
         raise LatticeError(f"two molecules with the same orientation are {short:.2f} Å apart (< {MIN_TRANSLATION} Å)")
-    basis, residual = fit_lattice(vectors, tol)
+    if robust:
+        basis, residual, _ = fit_lattice_robust(vectors, tol)
+    else:
+        basis, residual = fit_lattice(vectors, tol)
     if np.linalg.det(basis) < 0:
         basis = -basis
     return niggli_cell(basis), residual
 
 
+def _nearest_images(crystal: SymmetricCrystal, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each centre [M, 3] (Cartesian), the operator and lattice shift of the crystal's molecule
+    whose centre of mass is nearest, and that distance (Å)."""
+    inv = np.linalg.inv(crystal.lattice)
+    c0 = centre_of_mass(crystal.molecule, crystal.z) @ inv
+    img = np.einsum("hij,j->hi", crystal.rotations, c0) + crystal.translations  # [h, 3]
+    f = centres @ inv  # [M, 3]
+    shift = np.round(f[:, None, :] - img[None])  # [M, h, 3]
+    d = np.linalg.norm((img[None] + shift - f[:, None, :]) @ crystal.lattice, axis=2)  # [M, h]
+    op = d.argmin(axis=1)
+    rows = np.arange(len(f))
+    return op, shift[rows, op].astype(np.int64), d[rows, op]
+
+
 def recover_crystal(
-    x: np.ndarray, z: np.ndarray, tol: float = LATTICE_TOL, angle_tol: float = ANGLE_TOL, symprec: float = SYMPREC
+    x: np.ndarray, z: np.ndarray, tol: float = LATTICE_TOL, angle_tol: float = ANGLE_TOL, symprec: float = SYMPREC,
+    robust: bool = False,
 ) -> RecoveredCrystal:
     """The periodic crystal implied by a cluster ``x`` [M, n, 3] of identical molecules, atomic numbers ``z`` [n].
 
     ``tol`` (Å) bounds how far a translation may lie off the fitted lattice, ``angle_tol`` (degrees)
     how far two molecules may be rotated against each other and still count as translates (and how far
     a motion may be off a symmetry of the lattice), and ``symprec`` (Å) is spglib's tolerance for the
-    space group. Model predictions need the looser :data:`NOISY_TOL`, :data:`NOISY_ANGLE_TOL`. Raises
-    :class:`LatticeError` when no consistent lattice exists.
+    space group. ``robust`` is for noisy clusters (model predictions; see :func:`fit_crystal`): the
+    lattice is the one most translations fit, molecules off the symmetric crystal are outliers as long
+    as at least :data:`MIN_INLIER_FRACTION` of them lie on it. Raises :class:`LatticeError` when no
+    consistent lattice exists.
 
     Example::
 
@@ -506,20 +561,25 @@ def recover_crystal(
     rots, trans, rmsd = rigid_motions(x)
     centres = centre_of_mass(x, z)  # [M, 3]
     planar = is_planar(x[0])
-    lattice, lattice_residual = _lattice_of(x, rots, trans, centres, tol, angle_tol, planar)
-    group, ops, w_obs = _symmetry(x, rots, trans, lattice, angle_tol, planar)
+    lattice, lattice_residual = _lattice_of(x, rots, trans, centres, tol, angle_tol, planar, robust)
+    group, ops, w_obs = _symmetry(x, rots, trans, lattice, angle_tol, planar, robust)
     lattice = _metric_symmetric(lattice, group)
-    w = _solve_translations(group, list(zip(ops, w_obs)), lattice)
+    observed = [(int(o), w) for o, w in zip(ops, w_obs) if o >= 0]
+    w = _solve_translations(group, observed, lattice)
     crystal = SymmetricCrystal(lattice, group, w % 1.0, x[0], z)
-    # each cluster molecule: its operator's image of the central molecule plus a whole lattice shift
-    inv = np.linalg.inv(lattice)
-    c0 = centres[0] @ inv
-    image_centres = np.einsum("mij,j->mi", group[ops], c0) + (w % 1.0)[ops]
-    shifts = np.round(centres @ inv - image_centres).astype(np.int64)
-    sym_centres = (image_centres + shifts) @ lattice
-    symmetry_residual = float(np.sqrt(np.mean(np.sum((sym_centres - centres) ** 2, axis=1))))
-    if symmetry_residual > max(tol, 1e-9) * 2.0:
-        raise LatticeError(f"the molecules are {symmetry_residual:.2f} Å (RMS) off any symmetric crystal with this lattice")
+    # each cluster molecule: the crystal's molecule nearest to it (an operator's image plus a lattice shift)
+    ops, shifts, dist = _nearest_images(crystal, centres)
+    inliers = dist <= tol
+    if robust:
+        if inliers.sum() < MIN_INLIER_FRACTION * len(x):
+            raise LatticeError(f"only {int(inliers.sum())} of {len(x)} molecules lie within {tol:g} Å of one "
+                               "symmetric crystal")
+        symmetry_residual = float(np.sqrt(np.mean(dist[inliers] ** 2)))
+    else:
+        symmetry_residual = float(np.sqrt(np.mean(dist**2)))
+        if symmetry_residual > max(tol, 1e-9) * 2.0:
+            raise LatticeError(f"the molecules are {symmetry_residual:.2f} Å (RMS) off any symmetric crystal "
+                               "with this lattice")
     frac, z_cell = crystal.cell_atoms()
     dataset = spglib.get_symmetry_dataset((lattice, frac, z_cell), symprec=symprec)
     if dataset is None:
@@ -533,7 +593,21 @@ def recover_crystal(
         rigid_rmsd=float(rmsd.max()),
         ops=ops,
         shifts=shifts,
+        inliers=int(inliers.sum()),
     )
+
+
+def fit_crystal(x: np.ndarray, z: np.ndarray, symprec: float = SYMPREC) -> RecoveredCrystal:
+    """The crystal of a cluster that may be a noisy prediction: the exact recovery first, then the robust
+    one with the tolerances for noisy clusters (:data:`NOISY_TOL`, :data:`NOISY_ANGLE_TOL`). The
+    exact recovery's reason is reported when both fail."""
+    try:
+        return recover_crystal(x, z, symprec=symprec)
+    except LatticeError as exact:
+        try:
+            return recover_crystal(x, z, tol=NOISY_TOL, angle_tol=NOISY_ANGLE_TOL, symprec=symprec, robust=True)
+        except LatticeError as noisy:
+            raise LatticeError(f"{exact} (noisy fit: {noisy})") from None
 
 
 def primitive_reduced_cell(lattice: np.ndarray, frac: np.ndarray, z: np.ndarray, symprec: float = SYMPREC) -> np.ndarray:
