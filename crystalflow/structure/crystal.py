@@ -110,6 +110,18 @@ class SymmetricCrystal:
                 keep.append(k)
         return np.array(keep, dtype=np.int64)
 
+    def site_ops(self, tol: float = SAME_MOLECULE) -> np.ndarray:
+        """Indices of the operators that map the molecule onto itself up to a lattice vector (its site
+        symmetry; the identity alone for a molecule on a general position)."""
+        com = centre_of_mass(self.images(), self.z)
+        ident = np.flatnonzero([np.array_equal(w, np.eye(3, dtype=np.int64)) and np.allclose(t, 0)
+                                for w, t in zip(self.rotations, self.translations)])
+        if not ident.size:
+            raise ValueError("the operators do not include the identity")
+        d = com - com[ident[0]]
+        d -= np.round(d)
+        return np.flatnonzero(np.linalg.norm(d @ self.lattice, axis=1) <= tol)
+
     @property
     def n_molecules(self) -> int:
         """Z: distinct molecules in the cell."""

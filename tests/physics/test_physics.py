@@ -1,0 +1,130 @@
+"""crystalflow.physics: pair energy by hand, invariances, gradients, periodic images, rigid relaxations."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from crystalflow.data.pipeline import BuildSettings, select
+from crystalflow.physics.energy import COULOMB, EnergySettings, PairTable, cluster_energy, crystal_energy
+from crystalflow.physics.forcefield import W99, ForceField, ForceFieldError, assign
+from crystalflow.physics.relax import relax_cluster, relax_crystal, rotation_matrix
+from crystalflow.structure.cif import read_cif
+from crystalflow.structure.contacts import is_valid, max_overlap
+from crystalflow.structure.crystal import SymmetricCrystal
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def benzene(embedded_dir) -> SymmetricCrystal:
+    crystal = read_cif(str(embedded_dir / "2100348-benzene.cif"))
+    molecules, _, _ = select(crystal, BuildSettings())
+    return SymmetricCrystal.from_crystal(crystal, molecules[0])
+
+
+def one_atom_ff(a: float, b: float, c: float, q: float) -> ForceField:
+    m = lambda v: np.array([[v]])  # noqa: E731
+    return ForceField(z=np.array([6]), types=["X"], charges=np.array([q]), A=m(a), B=m(b), C=m(c), sites=np.eye(1))
+
+
+def test_two_atoms_match_the_hand_computed_exp6_and_coulomb() -> None:
+    a, b, c = W99["C3"]
+    q, r, s = 0.3, 3.7, EnergySettings()
+    x = np.array([[[0.0, 0.0, 0.0]], [[r, 0.0, 0.0]]])
+    e = float(cluster_energy(x, one_atom_ff(a, b, c, q), s))
+    rc, al = s.cutoff, s.alpha
+    dsf = (math.erfc(al * r) / r - math.erfc(al * rc) / rc
+           + (math.erfc(al * rc) / rc**2 + 2 * al / math.sqrt(math.pi) * math.exp(-(al * rc) ** 2) / rc) * (r - rc))
+    expected = a * math.exp(-b * r) - c / r**6 + COULOMB * q * q * dsf
+    assert e == pytest.approx(expected, rel=1e-10)
+    far = np.array([[[0.0, 0.0, 0.0]], [[rc + 0.1, 0.0, 0.0]]])
+    assert float(cluster_energy(far, one_atom_ff(a, b, c, q), s)) == 0.0
+
+
+def test_short_range_wall_is_repulsive_where_exp6_turns_over() -> None:
+    table = PairTable(one_atom_ff(*W99["H1"], 0.0))
+    r = torch.linspace(0.05, 2.5, 200, dtype=torch.float64)
+    e = table.energy(r[:, None, None])[:, 0, 0]
+    assert bool((e[1:] < e[:-1]).all())  # strictly decreasing with distance: no catastrophe
+
+
+def test_cluster_energy_is_invariant_under_a_rigid_motion(benzene) -> None:
+    x = benzene.cluster()
+    ff = assign(benzene.z, benzene.molecule)
+    R = rotation_matrix(torch.tensor([0.3, -1.1, 0.7], dtype=torch.float64)).numpy()
+    moved = x @ R.T + np.array([3.0, -2.0, 10.0])
+    assert float(cluster_energy(moved, ff)) == pytest.approx(float(cluster_energy(x, ff)), abs=1e-8)
+
+
+def test_gradient_matches_finite_differences(benzene) -> None:
+    ff = assign(benzene.z, benzene.molecule)
+    table = PairTable(ff)
+    x = torch.as_tensor(benzene.cluster()[:4].copy())
+    x[1] -= 0.3 * (x[1].mean(0) - x[0].mean(0)) / (x[1].mean(0) - x[0].mean(0)).norm()  # closer contacts
+    xg = x.clone().requires_grad_(True)
+    cluster_energy(xg, table).backward()
+    h = 1e-5
+    for m, a, d in [(0, 0, 0), (1, 3, 2), (2, 7, 1), (3, 11, 0)]:
+        xp, xm = x.clone(), x.clone()
+        xp[m, a, d] += h
+        xm[m, a, d] -= h
+        fd = (float(cluster_energy(xp, table)) - float(cluster_energy(xm, table))) / (2 * h)
+        assert float(xg.grad[m, a, d]) == pytest.approx(fd, rel=1e-5, abs=1e-6)
+
+
+def test_lattice_energy_is_the_same_in_a_supercell_and_with_a_shifted_origin(benzene) -> None:
+    ff = assign(benzene.z, benzene.molecule)
+    e = crystal_energy(benzene, ff)
+    assert -80 < e < -20  # benzene's lattice energy is about −50 kJ/mol
+    P = np.diag([1.0, 2.0, 1.0])
+    Pi = np.linalg.inv(P)
+    W = np.einsum("ij,kjl,ml->kim", Pi.T, benzene.rotations.astype(float), P)  # P⁻ᵀ W Pᵀ
+    assert np.allclose(W, np.round(W))
+    rots, trans = [], []
+    for Wk, wk in zip(W, benzene.translations):
+        for t in ([0, 0, 0], [0, 1, 0]):
+            rots.append(Wk)
+            trans.append(Pi.T @ (wk + np.array(t, float)))
+    supercell = SymmetricCrystal(P @ benzene.lattice, np.array(rots), np.array(trans), benzene.molecule, benzene.z)
+    assert supercell.n_molecules == 2 * benzene.n_molecules
+    assert crystal_energy(supercell, ff) == pytest.approx(e, abs=1e-6)
+    s = np.array([0.13, 0.41, -0.27])
+    shifted = SymmetricCrystal(benzene.lattice, benzene.rotations,
+                               benzene.translations + s - np.einsum("kij,j->ki", benzene.rotations, s),
+                               benzene.molecule + s @ benzene.lattice, benzene.z)
+    assert crystal_energy(shifted, ff) == pytest.approx(e, abs=1e-6)
+
+
+def test_relaxed_crystal_keeps_molecules_rigid_and_the_space_group(benzene) -> None:
+    res = relax_crystal(benzene, max_steps=60)
+    assert res.energy_after <= res.energy_before + 1e-9
+    d0 = np.linalg.norm(benzene.molecule[:, None] - benzene.molecule[None], axis=-1)
+    for mol in res.crystal.cluster():
+        assert np.allclose(np.linalg.norm(mol[:, None] - mol[None], axis=-1), d0, atol=1e-6)
+    assert res.crystal.space_group() == benzene.space_group()
+    assert abs(res.crystal.volume / benzene.volume - 1) < 0.1
+
+
+def test_relax_cluster_pushes_overlapping_molecules_apart(benzene) -> None:
+    x = benzene.cluster()[:2].copy()
+    direction = x[1].mean(0) - x[0].mean(0)
+    x[1] -= 0.45 * direction  # far inside each other
+    assert not is_valid(x, benzene.z)
+    out = relax_cluster(x, benzene.z, restraint=0.5)
+    assert is_valid(out.x[0], benzene.z) and max_overlap(out.x[0], benzene.z) < 0.5
+    d0 = np.linalg.norm(x[1][:, None] - x[1][None], axis=-1)
+    assert np.allclose(np.linalg.norm(out.x[0, 1][:, None] - out.x[0, 1][None], axis=-1), d0, atol=1e-6)
+    assert out.energy_after[0] < out.energy_before[0]
+
+
+def test_assign_falls_back_to_zero_charges_and_says_so() -> None:
+    # CH5: five hydrogens on one carbon, which RDKit cannot give bond orders
+    dirs = np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1]], float)
+    x = np.vstack([[0, 0, 0], 1.09 * dirs])
+    ff = assign(np.array([6, 1, 1, 1, 1, 1]), x)
+    assert np.all(ff.charges == 0) and any("charges are zero" in n for n in ff.note)
+    with pytest.raises(ForceFieldError):
+        assign(np.array([6, 1]), np.zeros((3, 3)))
