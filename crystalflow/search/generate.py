@@ -45,7 +45,8 @@ import numpy as np
 from scipy.spatial import ConvexHull, QhullError
 from scipy.spatial.transform import Rotation
 
-from crystalflow.search.spacegroups import SpaceGroup, space_group
+from crystalflow.search import spacegroups
+from crystalflow.search.spacegroups import SpaceGroup
 from crystalflow.structure.contacts import max_overlap
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import (
@@ -306,15 +307,15 @@ def _check_input(molecule: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def generate_crystals(
-    molecule: np.ndarray, z: np.ndarray, space_group_: int | str | SpaceGroup, n: int, rng: np.random.Generator, *,
+    molecule: np.ndarray, z: np.ndarray, space_group: int | str | SpaceGroup, n: int, rng: np.random.Generator, *,
     packing: tuple[float, float] = (PACKING_MEAN, PACKING_SD), overlap: float = OVERLAP,
     hydrogen_overlap: float = HYDROGEN_OVERLAP, max_expansion: float = MAX_EXPANSION,
     max_axis_ratio: float = MAX_AXIS_RATIO, compress_rounds: int = COMPRESS_ROUNDS, max_attempts: int = MAX_ATTEMPTS,
 ) -> Generation:
-    """Up to ``n`` random crystals of the rigid ``molecule [n_atoms, 3]`` (atomic numbers ``z``) in ``space_group_``,
+    """Up to ``n`` random crystals of the rigid ``molecule [n_atoms, 3]`` (atomic numbers ``z``) in ``space_group``,
     with the draw counts; stops after ``max_attempts · n`` draws (see the module docstring for the steps)."""
     x, zz = _check_input(molecule, z)
-    sg = space_group(space_group_)
+    sg = spacegroups.space_group(space_group)
     if n < 0:
         raise GenerationError(f"n must be ≥ 0, got {n}")
     t0 = time.perf_counter()
@@ -367,11 +368,11 @@ def generate_crystals(
 
 
 def random_crystals(
-    molecule: np.ndarray, z: np.ndarray, space_group_: int | str | SpaceGroup, n: int, rng: np.random.Generator,
+    molecule: np.ndarray, z: np.ndarray, space_group: int | str | SpaceGroup, n: int, rng: np.random.Generator,
     **options,
 ) -> list[SymmetricCrystal]:
     """``n`` random crystals of the rigid ``molecule [n_atoms, 3]`` with atomic numbers ``z [n_atoms]`` in
-    ``space_group_`` (number or symbol of :data:`crystalflow.search.spacegroups.COMMON_SPACE_GROUPS`),
+    ``space_group`` (number or symbol of :data:`crystalflow.search.spacegroups.COMMON_SPACE_GROUPS`),
     molecule on the general position (Z' = 1); deterministic given ``rng``. ``options``: those of
     :func:`generate_crystals`. Raises :class:`GenerationError` when fewer than ``n`` could be made.
 
@@ -383,7 +384,7 @@ def random_crystals(
         crystals = random_crystals(molecule, z, "P21/c", 10, np.random.default_rng(0))
         print(crystals[0].density(), crystals[0].space_group())
     """
-    gen = generate_crystals(molecule, z, space_group_, n, rng, **options)
+    gen = generate_crystals(molecule, z, space_group, n, rng, **options)
     if len(gen.crystals) < n:
         shown = ", ".join(f"{k} {v}" for k, v in sorted(gen.rejected.items()))
         raise GenerationError(f"only {len(gen.crystals)} of {n} crystals in {gen.n_drawn} draws (rejected: {shown})")
