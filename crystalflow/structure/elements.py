@@ -32,6 +32,18 @@ VDW_RADIUS = np.array(
     [DEFAULT_VDW_RADIUS] + [BONDI_RADII.get(gemmi.Element(z).name, DEFAULT_VDW_RADIUS) for z in range(1, MAX_Z)],
     dtype=np.float64,
 )
+#: volume per atom in organic crystals (Å³): Hofmann, "Fast estimation of crystal densities", Acta Cryst.
+#: B58, 489–493 (2002), Table 2 (fitted to the CSD). The sum over a molecule's atoms estimates the cell
+#: volume per molecule, V_cell / Z, at the packing of a typical crystal.
+HOFMANN_VOLUMES: dict[str, float] = {
+    "H": 5.08, "B": 13.24, "C": 13.87, "N": 11.8, "O": 11.39, "F": 11.17, "Na": 26.0, "Si": 37.3, "P": 29.5,
+    "S": 25.2, "Cl": 25.8, "K": 36.0, "Ge": 41.6, "As": 36.4, "Se": 30.3, "Br": 32.7, "Sn": 52.8, "Sb": 48.0,
+    "Te": 46.7, "I": 46.2,
+}
+#: volume per atom in Å³ indexed by atomic number (:data:`HOFMANN_VOLUMES`; NaN for elements not in it)
+HOFMANN_VOLUME = np.array(
+    [np.nan] + [HOFMANN_VOLUMES.get(gemmi.Element(z).name, np.nan) for z in range(1, MAX_Z)], dtype=np.float64
+)
 _BY_SYMBOL = {s.upper(): z for z, s in enumerate(_SYMBOLS) if s}
 _BY_SYMBOL["D"] = 1  # deuterium is hydrogen for our purposes
 _BY_SYMBOL["T"] = 1
