@@ -1,4 +1,4 @@
-"""Command-line interface: ``crystalflow build | export | import-cluster17 | stats | train | compare | demo``.
+"""Command-line interface of crystalflow: data, training, sampling, relaxation, crystals, scoring, the demo.
 
 Every command reports bad input as one line on stderr (exit status 2), never a traceback.
 """
@@ -34,6 +34,7 @@ from crystalflow.common.vocabulary import (
     SOLVERS,
     SPLIT_BY,
     SPLIT_CHOICES,
+    RECONSTRUCT_SOURCES,
     WEIGHTS,
 )
 
@@ -153,6 +154,35 @@ def _cmd_sample(args: argparse.Namespace) -> None:
         limit=args.limit, overwrite=args.overwrite, progress=not args.quiet, rigid=args.rigid, device=device,
     )
     print(f"predictions written to {args.output}")
+    if args.relax:
+        from crystalflow.evaluation.relaxation import relax_pred_dir
+
+        relaxed = args.output.rstrip("/\\") + "-relaxed"
+        info = relax_pred_dir(args.output, relaxed, progress=not args.quiet, overwrite=args.overwrite)
+        print(f"relaxed predictions written to {relaxed} ({_modes(info)})")
+
+
+def _modes(info: dict) -> str:
+    modes = info.get("relax_modes") or {}
+    return f"{modes.get('crystal', 0)} samples relaxed as crystals, {modes.get('cluster', 0)} as clusters"
+
+
+def _cmd_relax(args: argparse.Namespace) -> None:
+    from crystalflow.evaluation.relaxation import relax_pred_dir
+
+    info = relax_pred_dir(args.pred_dir, args.output, progress=not args.quiet, overwrite=args.overwrite,
+                          limit=args.limit, periodic=not args.no_periodic)
+    print(f"relaxed predictions written to {args.output} ({_modes(info)}); score them with crystalflow evaluate")
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> None:
+    from crystalflow.apps.reconstruct import TABLE, reconstruct_pred_dir
+
+    rows = reconstruct_pred_dir(args.pred_dir, args.output, relax=args.relax, source=args.source,
+                                limit=args.limit, progress=not args.quiet)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok} of {len(rows)} clusters reconstructed as crystals in {args.output} "
+          f"({len(rows) - ok} without a consistent lattice: see {TABLE})")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -179,7 +209,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     from crystalflow.apps.predict import TABLE_HEADER, predict
 
     cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
-                    out_dir=args.output, progress=not args.quiet)
+                    out_dir=args.output, progress=not args.quiet, relax=args.relax)
     print(TABLE_HEADER)
     for c in cands:
         print(c.table_line())
@@ -198,6 +228,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> None:
         plan.baselines = tuple(args.baselines)
     if args.variants is not None:
         plan.variants = tuple(args.variants)
+    plan.relax = args.relax
+    plan.relax_limit = args.relax_limit
     jobs = args.jobs if args.jobs is not None else (min(2, os.cpu_count() or 1) if args.quick else 1)
     run_benchmark(args.output, plan, progress=not args.quiet, jobs=jobs)
 
@@ -306,8 +338,30 @@ def make_parser() -> argparse.ArgumentParser:
     sm.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
     sm.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
     sm.add_argument("--overwrite", action="store_true")
+    sm.add_argument("--relax", action="store_true",
+                    help="also relax every sample (physics, rigid molecules) into OUTPUT-relaxed")
     sm.add_argument("-q", "--quiet", action="store_true")
     sm.set_defaults(func=_cmd_sample)
+
+    rx = sub.add_parser("relax", help="relax predicted clusters (rigid molecules, W99 + charges) into a new PRED_DIR")
+    rx.add_argument("pred_dir")
+    rx.add_argument("-o", "--output", required=True, help="prediction directory to create (evaluate scores it)")
+    rx.add_argument("--no-periodic", action="store_true",
+                    help="relax every cluster as rigid bodies in vacuum, never as a periodic crystal")
+    rx.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
+    rx.add_argument("--overwrite", action="store_true")
+    rx.add_argument("-q", "--quiet", action="store_true")
+    rx.set_defaults(func=_cmd_relax)
+
+    rc = sub.add_parser("reconstruct", help="predicted clusters -> periodic crystals: one CIF per cluster and sample")
+    rc.add_argument("pred_dir")
+    rc.add_argument("-o", "--output", required=True, help="folder for the CIFs and crystals.csv (re-running continues)")
+    rc.add_argument("--relax", action="store_true", help="relax each crystal (pose and cell) before writing it")
+    rc.add_argument("--source", default="pred", choices=RECONSTRUCT_SOURCES,
+                    help="the predictions (default), the true clusters or the inputs")
+    rc.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
+    rc.add_argument("-q", "--quiet", action="store_true")
+    rc.set_defaults(func=_cmd_reconstruct)
 
     ev = sub.add_parser("evaluate", help="score a prediction directory (PM, Sol_C, validity, OXtalign RMSD_15, ...)")
     ev.add_argument("pred_dir")
@@ -334,6 +388,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--samples", type=_positive, default=DEFAULT_CANDIDATES, help="number of candidates K")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="Euler steps of the flow")
+    pr.add_argument("--relax", action="store_true",
+                    help="relax every candidate (as a crystal when it implies one: candidate_NN.cif) and rank by energy")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 
@@ -350,6 +406,9 @@ def make_parser() -> argparse.ArgumentParser:
     bm.add_argument("--jobs", type=_positive, default=None,
                     help="tasks run at once in worker processes, e.g. trainings sharing a GPU "
                          "(default: 2 with --quick on 2+ cores, else 1)")
+    bm.add_argument("--relax", action="store_true", help="add a relaxed row (<method> + relaxation) for every method")
+    bm.add_argument("--relax-limit", type=_positive, default=None, metavar="N",
+                    help="relax only the first N test clusters of each prediction")
     bm.add_argument("-o", "--output", required=True, help="report directory (re-running continues it)")
     bm.add_argument("-q", "--quiet", action="store_true")
     bm.set_defaults(func=_cmd_benchmark)

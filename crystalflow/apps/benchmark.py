@@ -63,6 +63,19 @@ TABLE_METRICS = {
 }
 
 
+#: a relaxed method's name: "<method>+relax"; its predictions live in "<pred dir>-relaxed"
+RELAXED = "+relax"
+RELAXED_SUFFIX = "-relaxed"
+
+
+def label(method: str) -> str:
+    """Table label of a method, baseline or relaxed one."""
+    if method.endswith(RELAXED):
+        base = method[: -len(RELAXED)]
+        return f"{LABELS.get(base, base)} + relaxation"
+    return LABELS.get(method, method)
+
+
 #: quick preset: molecules up to this many atoms (keeps clusters below ~900 atoms)
 QUICK_MAX_ATOMS = 50
 QUICK_EPOCHS = 6
@@ -101,6 +114,10 @@ class BenchmarkPlan:
     workers: int = 2
     #: epochs of our method per variant (fresh noise every epoch, batch OURS_BATCH); missing: FULL_OURS_EPOCHS
     ours_epochs: dict = field(default_factory=dict)
+    #: also relax every prediction (crystalflow.evaluation.relaxation) and score it as "<method>+relax"
+    relax: bool = False
+    #: relax only the first N test clusters of each prediction (None: all)
+    relax_limit: int | None = None
 
     def runs(self, variant: str, name: str) -> bool:
         """Whether method or baseline ``name`` runs on ``variant``."""
@@ -203,6 +220,27 @@ def run_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: i
     return {"variant": variant, "method": name, "seed": seed, **means, "_seconds": time.time() - t0}
 
 
+def run_relaxed_task(out_dir: str, plan: BenchmarkPlan, variant: str, name: str, seed: int,
+                     progress: bool = True) -> dict:
+    """Relax the predictions of one (variant, method, seed) task (run first) and score them as ``name+relax``."""
+    from crystalflow.evaluation.evaluate import evaluate
+    from crystalflow.evaluation.relaxation import relax_pred_dir
+
+    t0 = time.time()
+    pred = os.path.join(out_dir, "pred", variant, name, f"seed{seed}")
+    if not os.path.exists(os.path.join(pred, "info.json")):
+        run_task(out_dir, plan, variant, name, seed, progress)
+    relaxed = pred + RELAXED_SUFFIX
+    metrics_path = os.path.join(relaxed, "metrics.json")
+    if not os.path.exists(os.path.join(relaxed, "info.json")):
+        relax_pred_dir(pred, relaxed, progress=progress, overwrite=True, limit=plan.relax_limit)
+    means = _read_means(metrics_path)
+    if "sol_c" not in means:
+        evaluate(relaxed, metrics_path, progress=False)
+        means = _read_means(metrics_path)
+    return {"variant": variant, "method": name + RELAXED, "seed": seed, **means, "_seconds": time.time() - t0}
+
+
 def _worker_init(threads: int) -> None:
     import torch
 
@@ -232,27 +270,31 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
              if plan.runs(v, name)]
 
     def report(row: dict) -> None:
-        log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks)} done) "
+        log(f"[{row['variant']}/{row['method']}/seed{row['seed']}] ({len(done)}/{len(tasks) * (1 + plan.relax)} done) "
             f"pm_atom {row.get('pm_atom', float('nan')):.2f} pm_center {row.get('pm_center', float('nan')):.2f} "
             f"sol_c {row.get('sol_c', float('nan')):.0f}% valid {row.get('valid', float('nan')):.0f}% "
             f"orientation {row.get('orientation', float('nan')):.0f}° ({row['_seconds']:.0f} s)")
 
     done: dict[tuple, dict] = {}
-    if jobs <= 1:
-        for task in tasks:
-            done[task] = run_task(out_dir, plan, *task, progress=progress)
-            report(done[task])
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+    phases = [(run_task, tasks)] + ([(run_relaxed_task, tasks)] if plan.relax else [])
+    for phase, (fn, phase_tasks) in enumerate(phases):  # relaxations start once every prediction exists
+        keyed = [(phase, *t) for t in phase_tasks]
+        if jobs <= 1:
+            for key in keyed:
+                done[key] = fn(out_dir, plan, *key[1:], progress=progress)
+                report(done[key])
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
 
-        threads = max(1, (os.cpu_count() or 1) // jobs)
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_worker_init, initargs=(threads,)) as pool:
-            futures = {pool.submit(run_task, out_dir, plan, *task, False): task for task in tasks}
-            for future in as_completed(futures):
-                done[futures[future]] = future.result()
-                report(done[futures[future]])
+            threads = max(1, (os.cpu_count() or 1) // jobs)
+            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_worker_init, initargs=(threads,)) as pool:
+                futures = {pool.submit(fn, out_dir, plan, *key[1:], False): key for key in keyed}
+                for future in as_completed(futures):
+                    done[futures[future]] = future.result()
+                    report(done[futures[future]])
+    tasks = list(done)
     rows = [{k: v for k, v in done[task].items() if k != "_seconds"} for task in tasks]
     seconds = time.time() - start
     report_out = write_report(out_dir, rows, plan, seconds)
@@ -325,7 +367,8 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
     table = summarise(rows)
     metric_names = sorted({k for r in rows for k in r} - {"variant", "method", "seed"})
     write_csv(os.path.join(out_dir, "results.csv"), rows, ["variant", "method", "seed", *metric_names])
-    order = list(plan.methods + plan.baselines)
+    order = [m + suffix for m in plan.methods + plan.baselines for suffix in ("", RELAXED)
+             if any(key[1] == m + suffix for key in table)]
     lines = [
         "# crystalflow benchmark",
         "",
@@ -352,7 +395,7 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
             if not stats:
                 continue
             cells = [_cell(*stats[m]) if m in stats else "–" for m in TABLE_METRICS]
-            lines.append(f"| {LABELS.get(method, method)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {label(method)} | " + " | ".join(cells) + " |")
     write_text(os.path.join(out_dir, "results.md"), "\n".join(lines) + "\n")
     _plot(out_dir, table, order)
     return {"rows": rows, "seconds": seconds, "results_md": os.path.join(out_dir, "results.md")}
@@ -379,7 +422,7 @@ def _plot(out_dir: str, table: dict, order: list[str]) -> None:
             x = np.array([order.index(m) for m in methods], dtype=float) + (k - (len(variants) - 1) / 2) * width
             ax.bar(x, [v[0] for v in vals], width, yerr=[v[1] for v in vals], label=variant, capsize=3)
         ax.set_xticks(np.arange(len(order)))
-        ax.set_xticklabels([LABELS.get(m, m) for m in order], rotation=30, ha="right", fontsize=8)
+        ax.set_xticklabels([label(m) for m in order], rotation=30, ha="right", fontsize=8)
         ax.set_title(f"{metric} ({unit})")
         ax.set_ylim(bottom=0.0, top=100.0 if unit == "%" else None)
         if metric == "orientation":

@@ -110,6 +110,7 @@ NOISE_FILE = "noise.json"
 #: keys of the placeholder lattice's description recorded in notes.txt
 _PLACEHOLDER_KEYS = ("lattice", "target_density", "lattice_scale", "placeholder_density")
 SUMMARY_COLUMNS = ("rank", "score", "valid", "max_overlap", "density", "min_contact", "collision_pairs", "rigidity",
+                   "relax_mode", "energy",
                    "compact", "sample")
 #: header of the candidate table printed by the CLI and written to notes.txt (rows: Candidate.table_line)
 TABLE_HEADER = "rank  score     valid  max_overlap  density  min_contact  collision_pairs  rigidity  compact"
@@ -131,6 +132,9 @@ class Candidate:
     rigidity: float  #: RMS change (Å) of intramolecular distances vs the input conformer
     sample: int = 0  #: index of the starting cluster it came from
     start: np.ndarray | None = field(default=None, repr=False)  #: [17, n, 3] the starting cluster x_w
+    relax_mode: str = ""  #: with ``relax``: "crystal" (a relaxed periodic crystal) or "cluster"
+    energy: float = float("nan")  #: with ``relax``: kJ/mol per molecule after relaxation
+    crystal: object = field(default=None, repr=False)  #: with ``relax`` and mode "crystal": its SymmetricCrystal
 
     @property
     def valid(self) -> bool:
@@ -142,7 +146,8 @@ class Candidate:
         return {"rank": self.rank, "score": round(self.score, 4), "valid": int(self.valid),
                 "max_overlap": round(self.max_overlap, 4), "density": round(self.density, 4),
                 "min_contact": round(self.min_contact, 4), "collision_pairs": round(self.collision_pairs, 4),
-                "rigidity": round(self.rigidity, 4), "compact": int(self.compact), "sample": self.sample}
+                "rigidity": round(self.rigidity, 4), "compact": int(self.compact), "sample": self.sample,
+                "relax_mode": self.relax_mode, "energy": round(self.energy, 3)}
 
     def table_line(self) -> str:
         """This candidate as a line of the table under :data:`TABLE_HEADER`."""
@@ -394,7 +399,8 @@ def _say(progress: bool, message: str) -> None:
 
 def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int = DEFAULT_CANDIDATES,
             seed: int = 0, steps: int = DEFAULT_STEPS, out_dir: str | None = None, progress: bool = True,
-            density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None, rigid: bool = True) -> list[Candidate]:
+            density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None, rigid: bool = True,
+            relax: bool = False) -> list[Candidate]:
     """Predict K = ``samples`` candidate packings of ``molecule``, best (lowest score) first.
 
     ``rigid`` (default) replaces each predicted molecule by the input conformer superposed onto it,
@@ -405,6 +411,9 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
     noise of the starting clusters (default: the model's training noise when its run directory records
     it, else the 'solution' preset); ``density`` (g/cm³) sizes their placeholder lattice. With
     ``out_dir`` the candidates, summary.csv, overview.png, viewer.html and notes.txt are written there.
+    ``relax`` relaxes every candidate (:func:`crystalflow.evaluation.relaxation.relax_prediction`: as a
+    periodic crystal when the cluster implies one, then also written as ``candidate_NN.cif``; else as
+    rigid bodies) and ranks valid candidates by energy.
 
     Example::
 
@@ -446,15 +455,24 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
         x = x - centre_of_mass(x, mol.z).mean(axis=0)
         if not np.all(np.isfinite(x)):
             raise UserError(f"the model produced non-finite coordinates for candidate {sample + 1}")
+        relaxed = None
+        if relax:
+            from crystalflow.evaluation.relaxation import relax_prediction
+
+            relaxed = relax_prediction(x, mol.z, np.asarray(rec.x_w, dtype=np.float64))
+            x = relaxed.x - centre_of_mass(relaxed.x, mol.z).mean(axis=0)
         terms = physical_score(x, mol.z, reference)
-        scored.append((terms["score"], sample, x, terms, rec.x_w))
+        key = (terms["max_overlap"] >= VALIDITY_OVERLAP, relaxed.energy) if relaxed is not None else (terms["score"],)
+        scored.append((key, sample, x, terms, rec.x_w, relaxed))
     scored.sort(key=lambda item: (item[0], item[1]))
     candidates = [
         Candidate(rank=rank, x=x, z=mol.z.copy(), score=t["score"], density=t["density"],
                   min_contact=t["min_contact"], collision_pairs=t["collision_pairs"], max_overlap=t["max_overlap"],
                   compact=t["compact"],
-                  rigidity=t["rigidity"], sample=sample, start=np.asarray(x_w, dtype=np.float64))
-        for rank, (_, sample, x, t, x_w) in enumerate(scored, start=1)
+                  rigidity=t["rigidity"], sample=sample, start=np.asarray(x_w, dtype=np.float64),
+                  relax_mode=r.mode if r else "", energy=r.energy if r else float("nan"),
+                  crystal=r.crystal if r else None)
+        for rank, (_, sample, x, t, x_w, r) in enumerate(scored, start=1)
     ]
     best = candidates[0]
     _say(progress, f"done in {time.time() - t_start:.1f} s (model {model_seconds:.1f} s); best: score "
@@ -491,6 +509,11 @@ def write_outputs(out_dir: str, mol: Molecule3D, candidates: list[Candidate], in
         write_text(stem + ".xyz", cluster_to_xyz(c.x, c.z, comment))
         write_text(stem + ".pdb", cluster_to_pdb(c.x, c.z, chain="A", resname="MOL", bonds=bonds,
                                                  title=f"candidate {c.rank} of {mol.name}"))
+        if c.crystal is not None:
+            from crystalflow.structure.cif_write import write_cif
+
+            write_cif(c.crystal, stem + ".cif", name=os.path.basename(stem),
+                      items={"_crystalflow_lattice_energy_kJ_mol": c.energy})
     paths["molecule"] = os.path.join(out_dir, "molecule.xyz")
     write_text(paths["molecule"], cluster_to_xyz(_centred(mol)[None], mol.z, f"input conformer of {mol.name}"))
     paths["summary"] = os.path.join(out_dir, "summary.csv")

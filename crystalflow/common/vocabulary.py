@@ -53,3 +53,6 @@ DEMO_EPOCHS = 4
 DEFAULT_FWHM = 0.1
 #: half-width l of de Gelder's triangular weight in the PXRD similarity (degrees 2θ)
 DEFAULT_SIMILARITY_WIDTH = 1.0
+
+#: which clusters of a PRED_DIR ``crystalflow reconstruct`` turns into crystals
+RECONSTRUCT_SOURCES = ("pred", "truth", "input")

@@ -59,6 +59,8 @@ MAX_POINT_GROUP = 48
 #: Tolerances for noisy clusters (model predictions): translations off the lattice by up to 1.5 Å,
 #: orientations off by up to 30° (distinct operators of a point group differ by ≥ 60° or in handedness)
 NOISY_TOL, NOISY_ANGLE_TOL = 1.5, 30.0
+#: fractions: how far the solved translations may break the group law (≈ 0.01 Å in a 10 Å cell)
+GROUP_LAW_TOL = 1e-3
 #: translations tried as basis vectors by the robust (noisy-cluster) lattice fit
 ROBUST_CANDIDATES = 10
 #: a noisy cluster must keep at least this fraction of its molecules on the symmetric crystal
@@ -451,6 +453,11 @@ def _solve_translations(group: np.ndarray, observed: list[tuple[int, np.ndarray]
             rhs.append(metric @ (t + n))
         sol, *_ = np.linalg.lstsq(np.concatenate(rows), np.concatenate(rhs), rcond=None)
         w = sol.reshape(h, 3)
+    w = w - w[0]  # the identity's translation is a lattice vector: zero
+    law = np.einsum("aij,bj->abi", group, w) + w[:, None, :] - w[table]
+    off = float(np.abs(law - np.round(law)).max())
+    if off > GROUP_LAW_TOL:
+        raise LatticeError(f"the motions fit no single space group (group law off by {off:.2g} in fractions)")
     return w
 
 

@@ -204,6 +204,20 @@ CASES: dict[str, tuple[Case, str]] = {
     "evaluate/cut-shard": (lambda w, t: ["evaluate", w.cut_pred, "-o", str(t / "m.json"), "-q"], "cannot read shard"),
     "evaluate/cut-info": (lambda w, t: ["evaluate", w.bad_info_pred, "-o", str(t / "m.json"), "-q"], "info.json"),
     "evaluate/unwritable-output": (lambda w, t: ["evaluate", w.pred, "-o", _unwritable(t), "-q"], "not a directory"),
+    # relax
+    "relax/missing-pred-dir": (lambda w, t: ["relax", str(t / "missing"), "-o", str(t / "r"), "-q"],
+                               "not a prediction directory"),
+    "relax/cut-shard": (lambda w, t: ["relax", w.cut_pred, "-o", str(t / "r"), "-q"], "cannot read shard"),
+    "relax/cut-info": (lambda w, t: ["relax", w.bad_info_pred, "-o", str(t / "r"), "-q"], "info.json"),
+    "relax/onto-itself": (lambda w, t: ["relax", w.pred, "-o", w.pred, "-q"], "new prediction directory"),
+    "relax/existing-output": (lambda w, t: ["relax", w.pred, "-o", w.data, "-q"], "already exists"),
+    # reconstruct
+    "reconstruct/missing-pred-dir": (lambda w, t: ["reconstruct", str(t / "missing"), "-o", str(t / "c"), "-q"],
+                                     "not a prediction directory"),
+    "reconstruct/unwritable-output": (lambda w, t: ["reconstruct", w.pred, "-o", _unwritable(t), "-q"],
+                                      "cannot write"),
+    "reconstruct/cut-shard": (lambda w, t: ["reconstruct", w.cut_pred, "-o", str(t / "c"), "-q"],
+                              "cannot read shard"),
     # baseline
     "baseline/missing-dataset": (
         lambda w, t: ["baseline", "identity", str(t / "missing"), "-o", str(t / "p"), "-q"], "no clusters.csv"),
