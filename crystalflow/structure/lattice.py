@@ -46,12 +46,10 @@ MIN_TRANSLATION = 2.5
 MIN_INDEPENDENCE = 1.0
 #: smallest/largest extent below which a molecule counts as planar (its motions are not composed)
 PLANAR_REL = 0.05
-#: composed motions are kept up to this multiple of the cluster's radius from the centre
-CLOSURE_REACH = 1.5
-#: rounds of composing the cluster's motions
-CLOSURE_ROUNDS = 2
-#: at most this many motions are kept
-MAX_MOTIONS = 300
+#: translations from composed motions are kept up to this multiple of the cluster's radius
+COMPOSED_REACH = 4.0
+#: rounds of multiplying motions by the cluster's (products of up to this many + 1 motions)
+COMPOSED_ROUNDS = 2
 #: denominators tried when the shortest independent translations span only a sublattice
 DENOMINATORS = (1, 2, 3, 4, 6)
 #: the largest crystallographic point group
@@ -217,30 +215,55 @@ def _class_differences(centres: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def translation_vectors(
-    rots: np.ndarray, trans: np.ndarray, centres: np.ndarray, labels: np.ndarray, angle_tol: float = ANGLE_TOL
-) -> np.ndarray:
-    """Lattice vectors implied by the cluster: differences of centres of same-orientation molecules.
+def rotation_classes(rots: np.ndarray, angle_tol: float = ANGLE_TOL) -> np.ndarray:
+    """:func:`orientation_classes` for many rotations [m, 3, 3] at once (each compared, vectorised, with
+    the classes' first members)."""
+    limit = 2.0 * math.sqrt(2.0) * math.sin(math.radians(angle_tol) / 2.0)  # Frobenius distance of a turn by angle_tol
+    labels = np.full(len(rots), -1)
+    n = 0
+    while (labels < 0).any():
+        k = int(np.flatnonzero(labels < 0)[0])
+        near = np.linalg.norm(rots - rots[k], axis=(1, 2)) < limit
+        labels[(labels < 0) & near] = n
+        n += 1
+    return labels
 
-    When those span fewer than three dimensions (a long axis with no translate in the cluster), the
-    centres of composed motions ``g_a(c_b)`` of an orientation already present are added: the crystal
-    is closed under its symmetry operations, so they are molecule centres too.
-    """
-    vectors = _class_differences(centres, labels)
-    if len(vectors) and np.linalg.matrix_rank(vectors, tol=MIN_INDEPENDENCE) == 3:
-        return vectors
-    reps = [int(np.flatnonzero(labels == c)[0]) for c in range(labels.max() + 1)]
-    points, point_labels = [centres], [labels]
-    for a in range(len(rots)):
-        for b in range(len(rots)):
-            r = rots[a] @ rots[b]
-            for label, j in enumerate(reps):
-                if _same_orientation(r, rots[j], angle_tol):
-                    points.append((rots[a] @ centres[b] + trans[a])[None])
-                    point_labels.append(np.array([label]))
-                    break
-    vectors = _class_differences(np.concatenate(points), np.concatenate(point_labels))
-    return vectors[np.linalg.norm(vectors, axis=1) > MIN_INDEPENDENCE]  # a composed motion landing on a known molecule
+
+def _class_translations(r_all: np.ndarray, t_all: np.ndarray, angle_tol: float, max_length: float) -> np.ndarray:
+    """Differences of translations of motions with the same rotation, one per vector up to sign."""
+    labels = rotation_classes(r_all, angle_tol)
+    out = [np.zeros((0, 3))]
+    for label in range(labels.max() + 1):
+        t = t_all[labels == label]
+        j, k = np.tril_indices(len(t), -1)
+        d = t[j] - t[k]
+        norm = np.linalg.norm(d, axis=1)
+        out.append(d[(norm > MIN_INDEPENDENCE) & (norm <= max_length)])
+    vectors = np.concatenate(out)
+    vectors = vectors * np.where((vectors @ np.array([1.0, 1e-3, 1e-6])) < 0, -1.0, 1.0)[:, None]
+    return vectors[np.unique(np.round(vectors, 2), axis=0, return_index=True)[1]]
+
+
+def composed_translations(rots: np.ndarray, trans: np.ndarray, angle_tol: float = ANGLE_TOL,
+                          max_length: float = np.inf, rounds: int = COMPOSED_ROUNDS) -> np.ndarray:
+    """Lattice vectors from products of the cluster's motions: two motions (or products of motions) with
+    the same rotation differ by a pure translation of the crystal, ``t_a − t_b``. This reaches the
+    stacking direction of a cluster whose same-orientation molecules span only a layer (an orientation
+    the cluster lacks appears as a product). Products of up to ``rounds`` + 1 motions are formed, fewer
+    when the vectors span three dimensions sooner; vectors longer than ``max_length`` Å are dropped."""
+    r_all, t_all = rots, trans
+    vectors = np.zeros((0, 3))
+    for _ in range(rounds):
+        r_all = np.concatenate([r_all, np.einsum("aij,bjk->abik", r_all, rots).reshape(-1, 3, 3)])
+        t_all = np.concatenate([t_all, (np.einsum("aij,bj->abi", r_all[: len(t_all)], trans)
+                                        + t_all[:, None, :]).reshape(-1, 3)])
+        keep = np.unique(np.round(np.concatenate([r_all.reshape(-1, 9), t_all], axis=1), 2), axis=0,
+                         return_index=True)[1]
+        r_all, t_all = r_all[np.sort(keep)], t_all[np.sort(keep)]
+        vectors = _class_translations(r_all, t_all, angle_tol, max_length)
+        if len(vectors) and np.linalg.matrix_rank(vectors, tol=MIN_INDEPENDENCE) == 3:
+            break
+    return vectors
 
 
 def _hermite_basis(rows: np.ndarray) -> np.ndarray:
@@ -342,41 +365,6 @@ def is_planar(x: np.ndarray, rel: float = PLANAR_REL) -> bool:
     reflection through their plane, and motions cannot be composed reliably."""
     s = np.linalg.svd(x - x.mean(axis=0), compute_uv=False)
     return bool(s[-1] <= rel * s[0])
-
-
-def close_motions(
-    rots: np.ndarray, trans: np.ndarray, c0: np.ndarray, radius: float, tol: float = LATTICE_TOL,
-    angle_tol: float = ANGLE_TOL, rounds: int = CLOSURE_ROUNDS,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The motions ``rots``, ``trans`` (the cluster's, kept first) and their products with them, repeated
-    ``rounds`` times, that put the centre ``c0`` within ``radius`` of itself; one motion per distinct
-    molecule (same orientation and centre within ``tol``). The crystal is closed under its symmetry
-    operations, so these are molecules of it the cluster does not hold."""
-    out_r, out_t = list(rots), list(trans)
-    out_c = [r @ c0 + t for r, t in zip(rots, trans)]
-    frontier = list(range(len(rots)))
-    for _ in range(rounds):
-        new = []
-        for a in frontier:
-            for b in range(len(rots)):
-                r = out_r[a] @ rots[b]
-                t = out_r[a] @ trans[b] + out_t[a]
-                c = r @ c0 + t
-                if np.linalg.norm(c - c0) > radius:
-                    continue
-                if len(out_r) >= MAX_MOTIONS:
-                    break
-                near = np.flatnonzero(np.linalg.norm(np.array(out_c) - c, axis=1) < tol)
-                if len(near):
-                    continue
-                out_r.append(r)
-                out_t.append(t)
-                out_c.append(c)
-                new.append(len(out_r) - 1)
-        if not new:
-            break
-        frontier = new
-    return np.array(out_r), np.array(out_t)
 
 
 def _metric_symmetric(lattice: np.ndarray, rotations: np.ndarray) -> np.ndarray:
@@ -504,10 +492,8 @@ def _lattice_of(x, rots, trans, centres, tol, angle_tol, planar, robust=False):
     labels = translate_classes(x, angle_tol) if planar else orientation_classes(rots, angle_tol)
     vectors = _class_differences(centres, labels)
     if not (len(vectors) and np.linalg.matrix_rank(vectors, tol=MIN_INDEPENDENCE) == 3) and not planar:
-        radius = CLOSURE_REACH * float(np.linalg.norm(centres - centres[0], axis=1).max())
-        r_all, t_all = close_motions(rots, trans, centres[0], radius, tol, angle_tol)
-        c_all = np.einsum("mij,j->mi", r_all, centres[0]) + t_all
-        vectors = translation_vectors(r_all, t_all, c_all, orientation_classes(r_all, angle_tol), angle_tol)
+        reach = COMPOSED_REACH * float(np.linalg.norm(centres - centres[0], axis=1).max())
+        vectors = np.concatenate([vectors, composed_translations(rots, trans, angle_tol, reach)])
     if not len(vectors):
         raise LatticeError("no two molecules share an orientation: no translations")
     short = np.linalg.norm(vectors, axis=1).min()
