@@ -1,0 +1,294 @@
+"""Crystal structure search for one rigid molecule: random crystals → relaxation → ranked, distinct candidates.
+
+:func:`search_crystals` runs the rule-based search:
+
+1. **Schedule.** Each of ``n_candidates`` draws picks a space group, at random in proportion to the
+   CSD frequencies of the searched groups (:func:`crystalflow.search.spacegroups.space_group_weights`);
+   the draws of one group are cut into batches of ``batch_size``, and the batches are run round by
+   round (the first batch of every group, then the second, ...), so that a time budget (checked before
+   each batch and each relaxation) cuts all groups alike. Every batch has its own seed, drawn from ``rng`` up front: the result is deterministic given
+   the seed (with a ``time_budget_s``, how many batches fit depends on the machine).
+2. **Generation** of each batch by :func:`crystalflow.search.generate.generate_crystals` (Z' = 1, the
+   molecule rigid, no overlap beyond its tolerance).
+3. **Relaxation** of each crystal (:func:`crystalflow.physics.relax.relax_crystal`, one force field for all,
+   ``relax_batch`` crystals per call; pose and cell free under the space group) to a minimum of the lattice
+   energy.
+4. **Validity**: a relaxed crystal whose 17-molecule cluster (:meth:`SymmetricCrystal.cluster`) has two
+   heavy atoms of different molecules overlapping by :data:`~crystalflow.structure.contacts.VALIDITY_OVERLAP`
+   Å or more (:func:`crystalflow.structure.contacts.max_overlap`), or whose energy is not finite, is dropped.
+5. **De-duplication**, in order of energy: a candidate within :data:`ENERGY_TOLERANCE` kJ/mol and
+   :data:`DENSITY_TOLERANCE` (relative) of a lower one already kept is compared with it by OXtalign
+   (:func:`crystalflow.evaluation.matching.packing_match`, RMSD_15 of the two clusters); when all
+   :data:`~crystalflow.evaluation.matching.SHELL` molecules overlay within :data:`DUPLICATE_RMSD` Å it is the
+   same structure and is counted on the kept one (``duplicates``).
+6. **Ranking** by lattice energy per molecule, lowest first.
+
+Each :class:`Candidate` carries the relaxed crystal, its energy, density, packing coefficient, the space
+group spglib finds after relaxation, and how it was made (the group it was drawn in, its draw index, the
+unrelaxed energy, the relaxation's steps and convergence).
+
+The packing coefficient is that of :mod:`crystalflow.search.generate`: ``REFERENCE_PACKING · Z · V_Hofmann / V_cell``
+(Hofmann's atomic volumes describe a crystal of packing coefficient 0.70), so a generated crystal's value
+is the one it was drawn with before overlap removal.
+
+Example::
+
+    from crystalflow.search.pipeline import search_crystals
+
+    result = search_crystals(molecule, z, n_candidates=60, rng=0)
+    best = result.candidates[0]
+    best.energy, best.density, best.space_group, best.crystal.cluster().shape
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crystalflow.evaluation.matching import SHELL, ClusterTopology, packing_match
+from crystalflow.physics.energy import EnergySettings
+from crystalflow.physics.forcefield import assign
+from crystalflow.physics.relax import GTOL, relax_crystal
+from crystalflow.search import spacegroups
+from crystalflow.search.generate import (
+    REFERENCE_PACKING,
+    GenerationError,
+    generate_crystals,
+    molecular_volume,
+)
+from crystalflow.search.spacegroups import (
+    COMMON_SPACE_GROUPS,
+    SpaceGroup,
+    SpaceGroupError,
+    space_group_weights,
+)
+from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
+from crystalflow.structure.crystal import SymmetricCrystal
+from crystalflow.structure.elements import VDW_RADIUS
+
+#: kJ/mol: candidates closer in lattice energy may be the same structure (then compared by RMSD_15)
+ENERGY_TOLERANCE = 1.0
+#: relative density difference below which candidates may be the same structure
+DENSITY_TOLERANCE = 0.02
+#: Å: RMSD_15 (all molecules of the shell overlaid) below which two candidates are the same structure
+DUPLICATE_RMSD = 0.5
+#: candidates generated from one seed (a unit of the schedule and of the time budget)
+BATCH_SIZE = 8
+#: candidates relaxed together (one L-BFGS over their summed energies shares its line search: alone converges faster)
+RELAX_BATCH = 1
+#: L-BFGS iterations per relaxation
+MAX_STEPS = 300
+
+
+class SearchError(ValueError):
+    """Input the search cannot take (molecule shape, atomic numbers, space groups, counts)."""
+
+
+@dataclass
+class Candidate:
+    """One relaxed, valid, distinct crystal of the search."""
+
+    crystal: SymmetricCrystal  #: relaxed crystal (the input molecule's atom order)
+    energy: float  #: lattice energy, kJ/mol per molecule
+    density: float  #: g/cm³
+    packing: float  #: packing coefficient (module docstring)
+    space_group: tuple[int, str]  #: (number, symbol) spglib finds after relaxation
+    generated_in: str  #: symbol of the space group it was drawn in
+    index: int  #: position in the generation order (batch by batch)
+    energy_unrelaxed: float  #: lattice energy of the generated crystal (kJ/mol per molecule)
+    steps: int  #: L-BFGS iterations of its relaxation batch
+    converged: bool  #: the batch's largest gradient fell below ``gtol``
+    max_overlap: float  #: Å, largest heavy-atom overlap in its cluster
+    duplicates: int = 0  #: other candidates found to be this structure
+    rank: int = 0  #: 1 for the lowest energy
+
+
+@dataclass
+class SearchResult:
+    """Ranked candidates (lowest energy first) and what the search did."""
+
+    candidates: list[Candidate]
+    space_groups: tuple[str, ...]  #: symbols of the groups searched
+    n_requested: int
+    n_generated: int = 0  #: crystals the generator produced
+    n_relaxed: int = 0
+    n_invalid: int = 0  #: dropped after relaxation (overlap or non-finite energy)
+    n_duplicates: int = 0
+    per_group: dict[str, int] = field(default_factory=dict)  #: symbol → crystals generated
+    seconds: float = 0.0
+    generate_seconds: float = 0.0
+    relax_seconds: float = 0.0
+    timed_out: bool = False  #: batches were left out because ``time_budget_s`` ran out
+    seed: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.candidates)
+
+    def summary(self) -> str:
+        """One line: counts and times."""
+        return (f"{len(self.candidates)} candidates from {self.n_generated} generated ({self.n_invalid} invalid, "
+                f"{self.n_duplicates} duplicates) in {self.seconds:.1f} s"
+                + (" (time budget reached)" if self.timed_out else ""))
+
+
+def packing_coefficient(crystal: SymmetricCrystal) -> float:
+    """``REFERENCE_PACKING · Z · V_Hofmann / V_cell`` of a crystal (module docstring)."""
+    return REFERENCE_PACKING * crystal.n_molecules * molecular_volume(crystal.z) / crystal.volume
+
+
+def _check(molecule, z, n_candidates, space_groups, time_budget_s, batch_size) -> tuple[np.ndarray, np.ndarray, tuple[SpaceGroup, ...]]:
+    x = np.asarray(molecule, dtype=np.float64)
+    zz = np.asarray(z)
+    if zz.ndim != 1 or zz.size == 0 or not np.all(np.isfinite(zz.astype(np.float64))) or not np.all(zz == np.round(zz)):
+        raise SearchError(f"z must be [n] atomic numbers, got shape {zz.shape}")
+    zz = zz.astype(np.int64)
+    if x.shape != (len(zz), 3):
+        raise SearchError(f"molecule must have shape [{len(zz)}, 3], got {x.shape}")
+    if not np.isfinite(x).all():
+        raise SearchError("molecule has non-finite coordinates")
+    if np.any(zz < 1) or np.any(zz >= len(VDW_RADIUS)):
+        raise SearchError("z holds an atomic number that is not an element")
+    if isinstance(n_candidates, bool) or not isinstance(n_candidates, (int, np.integer)) or n_candidates < 1:
+        raise SearchError(f"n_candidates must be a positive integer, got {n_candidates!r}")
+    if time_budget_s is not None and not (isinstance(time_budget_s, (int, float)) and time_budget_s > 0):
+        raise SearchError(f"time_budget_s must be a positive number of seconds or None, got {time_budget_s!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise SearchError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if isinstance(space_groups, (str, int, SpaceGroup)):
+        space_groups = (space_groups,)
+    try:
+        groups = tuple({g.number: g for g in map(spacegroups.space_group, space_groups)}.values())
+        molecular_volume(zz)
+    except (SpaceGroupError, GenerationError) as e:
+        raise SearchError(str(e)) from None
+    if not groups:
+        raise SearchError("no space group to search")
+    return x, zz, groups
+
+
+def _schedule(groups: tuple[SpaceGroup, ...], n: int, batch_size: int, rng: np.random.Generator) -> list[tuple[SpaceGroup, int, int]]:
+    """(group, batch size, seed) of every batch, round by round over the groups (most frequent first)."""
+    draws = rng.choice(len(groups), size=n, p=space_group_weights(groups))
+    counts = np.bincount(draws, minlength=len(groups))
+    batches: list[list[int]] = [[batch_size] * (c // batch_size) + ([c % batch_size] if c % batch_size else []) for c in counts]
+    out = []
+    for r in range(max((len(b) for b in batches), default=0)):
+        for g, sizes in zip(groups, batches):
+            if r < len(sizes):
+                out.append((g, sizes[r], int(rng.integers(2**63))))
+    return out
+
+
+def same_structure(a: SymmetricCrystal, b: SymmetricCrystal, topology: ClusterTopology | None = None,
+                   max_rmsd: float = DUPLICATE_RMSD) -> bool:
+    """Whether two crystals of one molecule are the same structure: every molecule of the RMSD_15 shell
+    overlays within ``max_rmsd`` Å (OXtalign, :func:`crystalflow.evaluation.matching.packing_match`)."""
+    m = packing_match(b.cluster(), a.cluster(), a.z, topology=topology)
+    return m.n_matched >= SHELL and m.rmsd < max_rmsd
+
+
+def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TOLERANCE,
+                density_tolerance: float = DENSITY_TOLERANCE, max_rmsd: float = DUPLICATE_RMSD) -> tuple[list[Candidate], int]:
+    """The distinct candidates in order of energy and the number removed (see the module docstring, step 5).
+    A removed candidate is counted in the ``duplicates`` of the kept one it matched."""
+    kept: list[Candidate] = []
+    topologies: list[ClusterTopology] = []
+    removed = 0
+    for c in sorted(candidates, key=lambda c: (c.energy, c.index)):
+        for k, t in zip(kept, topologies):
+            if abs(c.energy - k.energy) <= energy_tolerance and abs(c.density - k.density) <= density_tolerance * k.density \
+                    and same_structure(k.crystal, c.crystal, t, max_rmsd):
+                k.duplicates += 1 + c.duplicates
+                removed += 1
+                break
+        else:
+            kept.append(c)
+            topologies.append(ClusterTopology(c.crystal.cluster()[0], c.crystal.z))
+    return kept, removed
+
+
+def search_crystals(
+    molecule: np.ndarray, z: np.ndarray, n_candidates: int = 100, *,
+    space_groups=COMMON_SPACE_GROUPS, rng: np.random.Generator | int | None = None,
+    time_budget_s: float | None = None, max_steps: int = MAX_STEPS, gtol: float = GTOL,
+    energy_settings: EnergySettings | None = None, batch_size: int = BATCH_SIZE, relax_batch: int = RELAX_BATCH,
+    energy_tolerance: float = ENERGY_TOLERANCE, density_tolerance: float = DENSITY_TOLERANCE,
+    duplicate_rmsd: float = DUPLICATE_RMSD, progress: bool = True, **generate_options,
+) -> SearchResult:
+    """Search the crystal structures of the rigid ``molecule [n, 3]`` (Å; atomic numbers ``z [n]``): ``n_candidates``
+    random Z' = 1 crystals in ``space_groups`` (numbers, symbols or :class:`SpaceGroup`; default the 11 common
+    ones, drawn as often as the CSD has them), relaxed, the invalid ones dropped, duplicates merged, ranked
+    by lattice energy (see the module docstring).
+
+    ``rng``: a seed or ``numpy.random.Generator`` (deterministic given the seed); ``time_budget_s``: no new
+    batch or relaxation starts after that many seconds; ``batch_size``: crystals generated per seed (the schedule's unit);
+    ``relax_batch``: crystals relaxed in one call; ``max_steps``, ``gtol``, ``energy_settings``: those of
+    :func:`crystalflow.physics.relax.relax_crystal`; ``generate_options``: those of
+    :func:`crystalflow.search.generate.generate_crystals`; ``progress``: a tqdm bar on stderr.
+    Raises :class:`SearchError` on bad input.
+
+    Example::
+
+        result = search_crystals(molecule, z, 60, rng=0, space_groups=["P21/c", "P-1"])
+        for c in result.candidates[:5]:
+            print(c.rank, round(c.energy, 1), round(c.density, 3), c.space_group)
+    """
+    x, zz, groups = _check(molecule, z, n_candidates, space_groups, time_budget_s, batch_size)
+    if not isinstance(relax_batch, (int, np.integer)) or relax_batch < 1:
+        raise SearchError(f"relax_batch must be a positive integer, got {relax_batch!r}")
+    seed = int(rng) if isinstance(rng, (int, np.integer)) else None
+    gen_rng = np.random.default_rng(rng)
+    t0 = time.perf_counter()
+    schedule = _schedule(groups, int(n_candidates), int(batch_size), gen_rng)
+    ff = assign(zz, x)
+    result = SearchResult(candidates=[], space_groups=tuple(g.symbol for g in groups), n_requested=int(n_candidates),
+                          seed=seed)
+    found: list[Candidate] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=int(n_candidates), desc="search", unit="crystal", leave=False)
+    try:
+        for group, size, batch_seed in schedule:
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                result.timed_out = True
+                break
+            t = time.perf_counter()
+            gen = generate_crystals(x, zz, group, size, np.random.default_rng(batch_seed), **generate_options)
+            result.generate_seconds += time.perf_counter() - t
+            result.n_generated += len(gen.crystals)
+            result.per_group[group.symbol] = result.per_group.get(group.symbol, 0) + len(gen.crystals)
+            for start in range(0, len(gen.crystals), relax_batch):
+                if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                    result.timed_out = True
+                    break
+                t = time.perf_counter()
+                relaxed = relax_crystal(gen.crystals[start:start + relax_batch], ff, max_steps=max_steps, gtol=gtol,
+                                        settings=energy_settings)
+                result.relax_seconds += time.perf_counter() - t
+                result.n_relaxed += len(relaxed)
+                for j, r in enumerate(relaxed):
+                    index = result.n_relaxed - len(relaxed) + j
+                    overlap = max_overlap(r.crystal.cluster(), zz)
+                    if not math.isfinite(r.energy_after) or overlap >= VALIDITY_OVERLAP:
+                        result.n_invalid += 1
+                        continue
+                    found.append(Candidate(
+                        crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
+                        packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
+                        generated_in=group.symbol, index=index, energy_unrelaxed=r.energy_before,
+                        steps=r.steps, converged=r.converged, max_overlap=overlap))
+            if bar is not None:
+                bar.update(size)
+            if result.timed_out:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    result.candidates, result.n_duplicates = deduplicate(found, energy_tolerance, density_tolerance, duplicate_rmsd)
+    for rank, c in enumerate(result.candidates, 1):
+        c.rank = rank
+    result.seconds = time.perf_counter() - t0
+    return result

@@ -1,0 +1,80 @@
+"""The search pipeline: candidates ranked by energy, all valid, duplicates merged, deterministic, bad input refused."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from toys import MOL_A, Z_A
+
+from crystalflow.physics.energy import EnergySettings
+from crystalflow.search.pipeline import (
+    SearchError,
+    deduplicate,
+    packing_coefficient,
+    search_crystals,
+)
+from crystalflow.structure.contacts import is_valid
+
+torch.set_num_threads(1)
+FAST = {"max_steps": 15, "progress": False, "energy_settings": EnergySettings(cutoff=7.0, taper=1.0)}
+
+
+@pytest.fixture(scope="module")
+def result():
+    return search_crystals(MOL_A, Z_A, 4, space_groups=["P-1", "P21/c"], rng=3, batch_size=2, **FAST)
+
+
+def test_ranked_by_energy_and_valid(result) -> None:
+    c = result.candidates
+    assert len(c) >= 2 and result.n_generated == 4
+    assert len(c) + result.n_invalid + result.n_duplicates == result.n_relaxed
+    energies = [x.energy for x in c]
+    assert energies == sorted(energies) and [x.rank for x in c] == list(range(1, len(c) + 1))
+    for x in c:
+        assert is_valid(x.crystal.cluster(), Z_A)
+        assert np.isfinite(x.energy) and x.energy <= x.energy_unrelaxed + 1e-6
+        assert x.density == pytest.approx(x.crystal.density())
+        assert x.packing == pytest.approx(packing_coefficient(x.crystal))
+        assert x.generated_in in ("P-1", "P21/c") and x.space_group[0] >= 2
+    assert set(result.per_group) <= {"P-1", "P21/c"} and sum(result.per_group.values()) == 4
+
+
+def test_deterministic_for_a_seed(result) -> None:
+    again = search_crystals(MOL_A, Z_A, 4, space_groups=["P-1", "P21/c"], rng=3, batch_size=2, **FAST)
+    assert [c.energy for c in again.candidates] == [c.energy for c in result.candidates]
+    for a, b in zip(again.candidates, result.candidates):
+        assert np.array_equal(a.crystal.lattice, b.crystal.lattice) and a.index == b.index
+
+
+def test_deduplication_removes_a_duplicate(result) -> None:
+    best, other = result.candidates[0], result.candidates[-1]
+    # the same crystal, its molecule moved by a lattice vector (the same structure), energy a hair higher
+    moved = best.crystal.with_pose(molecule=best.crystal.molecule + best.crystal.lattice[0])
+    copy = dataclasses.replace(best, crystal=moved, energy=best.energy + 0.01, index=99, duplicates=0)
+    # a different structure made to tie in energy and density is compared by RMSD_15 and kept
+    tie = dataclasses.replace(other, energy=best.energy + 0.02, density=best.density, duplicates=0)
+    kept, removed = deduplicate([dataclasses.replace(best, duplicates=0), copy, tie])
+    assert removed == 1 and len(kept) == 2
+    assert kept[0].index == best.index and kept[0].duplicates == 1
+
+
+def test_time_budget_stops_the_search() -> None:
+    r = search_crystals(MOL_A, Z_A, 4, space_groups="P-1", rng=0, time_budget_s=1e-9, **FAST)
+    assert r.timed_out and r.candidates == [] and r.n_generated == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"molecule": MOL_A[:4]}, r"shape \[5, 3\]"),
+    ({"z": np.array([6, 6, 8, 7, 0])}, "not an element"),
+    ({"n_candidates": 0}, "positive integer"),
+    ({"space_groups": ["P6/mmm"]}, "not one of the common"),
+    ({"space_groups": []}, "no space group"),
+    ({"time_budget_s": -1.0}, "time_budget_s"),
+])
+def test_bad_input_is_one_line_value_error(kwargs, message) -> None:
+    args = dict(molecule=MOL_A, z=Z_A, n_candidates=2, **FAST) | kwargs
+    with pytest.raises(SearchError, match=message) as info:
+        search_crystals(**args)
+    assert isinstance(info.value, ValueError) and "\n" not in str(info.value)
