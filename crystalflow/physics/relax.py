@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crystalflow.physics.energy import (EnergySettings, ImagePairs, PairTable, cluster_energy, image_pairs,
-                                        lattice_energy, molecule_ops)
+from crystalflow.physics.energy import (EnergySettings, ImagePairs, PairTable, cluster_energy, cluster_pairs,
+                                        image_pairs, lattice_energy, molecule_ops)
 from crystalflow.physics.forcefield import ForceField, assign
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import ATOMIC_MASS
@@ -264,7 +264,8 @@ def _relax_group(group, ff, max_steps, gtol, relax_cell, settings) -> list[Cryst
 
 
 def relax_cluster(x, z, ff: ForceField | None = None, restraint: float = 1.0, max_steps: int = 300,
-                  gtol: float = GTOL, settings: EnergySettings | None = None) -> ClusterRelaxation:
+                  gtol: float = GTOL, settings: EnergySettings | None = None,
+                  margin: float = MARGIN) -> ClusterRelaxation:
     """Relax finite clusters ``x [M, n, 3]`` or ``[B, M, n, 3]`` (Å) of the molecule ``z [n]``, each molecule a
     rigid body (translation + rotation about its centre of mass).
 
@@ -300,13 +301,23 @@ def relax_cluster(x, z, ff: ForceField | None = None, restraint: float = 1.0, ma
         R = rotation_matrix(phi / rg)
         return body @ R.transpose(-1, -2) + (com_t + d)[..., None, :]
 
+    state: dict = {}
+
+    def listed(x):
+        sites = torch.einsum("ij,bmjd->bmid", table.sites, x)
+        if "pairs" not in state or state["pairs"].moved(sites) > margin / 2:
+            state["pairs"] = cluster_pairs(x, table, margin)
+        return state["pairs"]
+
     def energy():
-        return cluster_energy(coords(), table) + restraint * (d * d).sum(dim=(1, 2))
+        x = coords()
+        return cluster_energy(x, table, pairs=listed(x)) + restraint * (d * d).sum(dim=(1, 2))
 
     with torch.no_grad():
-        e0 = cluster_energy(coords(), table).numpy().copy()
+        x = coords()
+        e0 = cluster_energy(x, table, pairs=listed(x)).numpy().copy()
     steps, converged = _lbfgs([d, phi], energy, max_steps, gtol)
     with torch.no_grad():
         xr = coords()
-        e1 = cluster_energy(xr, table).numpy().copy()
+        e1 = cluster_energy(xr, table, pairs=listed(xr)).numpy().copy()
     return ClusterRelaxation(x=xr.numpy(), energy_before=e0, energy_after=e1, steps=steps, converged=converged)
