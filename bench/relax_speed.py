@@ -36,6 +36,7 @@ def main() -> None:
     ap.add_argument("--no-crystals", action="store_true")
     ap.add_argument("--only-crystals", action="store_true")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--gtol", type=float, default=None, help="relax_cluster gtol (default: its own)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     folders = {"cod": (embedded_cif_dir(), None), "csd500": (os.path.join(SHARED, "csd500"), 40),
@@ -43,7 +44,7 @@ def main() -> None:
     out = {"clusters": [], "crystals": []}
     cache = {}
     if not args.only_crystals:
-        print(f"{'cluster':28s} {'n':>3s} {'s':>6s} {'steps':>5s} {'valid0':>6s} {'valid':>5s} {'overlap':>7s} {'E after':>10s}")
+        print(f"{'cluster':28s} {'n':>3s} {'s':>6s} {'cpu s':>6s} {'steps':>5s} {'valid0':>6s} {'valid':>5s} {'overlap':>7s} {'E after':>10s}")
         for spec in args.clusters.split(","):
             name, n = spec.split(":")
             folder, sample = folders[name]
@@ -54,32 +55,37 @@ def main() -> None:
             rng = np.random.default_rng(1)
             for fname, sc in items[: int(n)]:
                 xp = perturb(sc.cluster(), sc.z, rng)
-                t = time.perf_counter()
-                r = relax_cluster(xp, sc.z, restraint=1.0)
-                s = time.perf_counter() - t
-                row = dict(set=name, file=fname, n_atoms=int(len(sc.z)), s=s, steps=int(r.steps),
+                kw = {} if args.gtol is None else dict(gtol=args.gtol)
+                t, c = time.perf_counter(), time.process_time()
+                r = relax_cluster(xp, sc.z, restraint=1.0, **kw)
+                s, cpu = time.perf_counter() - t, time.process_time() - c
+                row = dict(set=name, file=fname, n_atoms=int(len(sc.z)), s=s, cpu=cpu, steps=int(r.steps),
                            valid0=bool(is_valid(xp, sc.z)), valid=bool(is_valid(r.x[0], sc.z)),
                            overlap=float(max_overlap(r.x[0], sc.z)), e=float(r.energy_after[0]))
                 out["clusters"].append(row)
-                print(f"{name + '/' + fname:28s} {row['n_atoms']:3d} {s:6.2f} {row['steps']:5d} {str(row['valid0']):>6s} "
+                print(f"{name + '/' + fname:28s} {row['n_atoms']:3d} {s:6.2f} {cpu:6.2f} {row['steps']:5d} {str(row['valid0']):>6s} "
                       f"{str(row['valid']):>5s} {row['overlap']:7.3f} {row['e']:10.2f}", flush=True)
         for name in folders:
             s = [r["s"] for r in out["clusters"] if r["set"] == name]
             if s:
                 v = sum(r["valid"] for r in out["clusters"] if r["set"] == name)
-                print(f"  {name}: {len(s)} clusters, {np.mean(s):.2f} s mean, {np.min(s):.2f}-{np.max(s):.2f} s, {v} valid after")
+                c = [r["cpu"] for r in out["clusters"] if r["set"] == name]
+                print(f"  {name}: {len(s)} clusters, {np.mean(s):.2f} s mean, {np.min(s):.2f}-{np.max(s):.2f} s "
+                      f"(CPU {np.mean(c):.2f} mean, {np.max(c):.2f} max), {v} valid after")
     if not args.no_crystals:
         items = cache.get("cod") or true_crystals(embedded_cif_dir(), None)
         for fname, sc in items:
             ff = assign(sc.z, sc.molecule)
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             r = relax_crystal(sc, ff)
-            s = time.perf_counter() - t
-            out["crystals"].append(dict(file=fname, n_atoms=int(len(sc.z)), s=s, steps=int(r.steps), converged=bool(r.converged),
+            s, cpu = time.perf_counter() - t, time.process_time() - c
+            out["crystals"].append(dict(file=fname, n_atoms=int(len(sc.z)), s=s, cpu=cpu, steps=int(r.steps), converged=bool(r.converged),
                                         e=float(r.energy_after), volume=float(r.crystal.volume)))
         s = np.array([r["s"] for r in out["crystals"]])
+        c = np.array([r["cpu"] for r in out["crystals"]])
         k = int(np.argmax(s))
-        print(f"relax_crystal cod: {len(s)} crystals, {s.mean():.2f} s mean, {s.max():.2f} s max ({out['crystals'][k]['file']}), "
+        print(f"relax_crystal cod: {len(s)} crystals, {s.mean():.2f} s mean, {s.max():.2f} s max ({out['crystals'][k]['file']}; "
+              f"CPU {c.mean():.2f} mean, {c.max():.2f} max), "
               f"{sum(r['converged'] for r in out['crystals'])} converged")
     if args.json:
         with open(args.json, "w") as f:

@@ -70,21 +70,25 @@ class PairTable:
         return torch.where(r < rc, exp6 + coul, torch.zeros_like(r))
 
     def _wall(self):
+        n = self.A.shape[0]
+        iu, ju = torch.triu_indices(n, n, device=self.A.device)  # the pair parameters are symmetric
         grid = torch.arange(0.3, 3.5, 0.01, dtype=self.A.dtype, device=self.A.device)
-        r = grid[:, None, None].expand(-1, *self.A.shape).clone().requires_grad_(True)
-        with torch.enable_grad():
-            e = self.raw(r, self.A, self.B, self.C, self.qq)
-            (g,) = torch.autograd.grad(e.sum(), r)
-        force = -g.detach()  # [G, n, n], repulsive > 0
+        zero = torch.zeros(len(iu), dtype=self.A.dtype, device=self.A.device)
+        bare = tuple(v[iu, ju] for v in (self.A, self.B, self.C, self.qq)) + (zero, zero, zero)  # r_m = 0: no wall
+        _, de = self.energy_and_derivative(grid[:, None].expand(-1, len(iu)).contiguous(), bare)
+        force = -de  # [G, P], repulsive > 0
         above = force >= self.settings.wall_force
-        last_above = torch.where(above.any(0), (above * torch.arange(len(grid), device=grid.device)[:, None, None]).amax(0),
+        last_above = torch.where(above.any(0), (above * torch.arange(len(grid), device=grid.device)[:, None]).amax(0),
                                  force.argmax(0))
         rm = grid[last_above]
-        rr = rm.clone().requires_grad_(True)
-        with torch.enable_grad():
-            em = self.raw(rr, self.A, self.B, self.C, self.qq)
-            (gm,) = torch.autograd.grad(em.sum(), rr)
-        return rm, em.detach(), -gm.detach()
+        em, dem = self.energy_and_derivative(rm, bare)
+        out = []
+        for v in (rm, em, -dem):
+            m = torch.zeros(n, n, dtype=v.dtype, device=v.device)
+            m[iu, ju] = v
+            m[ju, iu] = v
+            out.append(m)
+        return tuple(out)
 
     def pair_params(self, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """(A, B, C, qq, r_m, E_m, F_m) of the atom pairs ``i``, ``j`` (``[P]`` each): gathered once per pair list."""
@@ -277,6 +281,7 @@ class ImagePairs:
     image_op: torch.Tensor  #: [K] operator of each image
     image_shift: torch.Tensor  #: [K, 3] lattice shift of each image (fractional)
     reach: float  #: Å: pairs up to this distance are listed
+    params: tuple[torch.Tensor, ...] | None = None  #: per-pair parameters, gathered at the first use
 
 
 def molecule_ops(rotations: np.ndarray, translations: np.ndarray, lattice: np.ndarray, molecule: np.ndarray,
@@ -364,8 +369,11 @@ def lattice_energy(x: torch.Tensor, lattice: torch.Tensor, rotations, translatio
     img_f = torch.einsum("kij,knj->kni", W[iop], f[ib]) + (w[iop] + pairs.image_shift.to(dev, x.dtype))[:, None, :]
     img = img_f @ lattice[ib]  # [K, n, 3]
     b, k, i, j = (v.to(dev) for v in (pairs.batch, pairs.image, pairs.i, pairs.j))
-    r = _distance(sites[b, i] - img[k, j])
-    e = table.energy(r, i, j)
+    if pairs.params is None or pairs.params[0].dtype != x.dtype or pairs.params[0].device != dev:
+        pairs.params = table.pair_params(i, j)
+    n = x.shape[1]
+    r = _distance(sites.reshape(-1, 3).index_select(0, b * n + i) - img.reshape(-1, 3).index_select(0, k * n + j))
+    e = table.pair_energy(r, pairs.params)
     return 0.5 * torch.zeros(len(x), dtype=x.dtype, device=dev).index_add(0, b, e)
 
 

@@ -29,6 +29,8 @@ from crystalflow.structure.molecules import centre_of_mass
 GTOL = 0.1
 #: Å: pairs are listed this far beyond the cutoff; the list is rebuilt when atoms move half of it
 MARGIN = 2.0
+#: Å: the atom pairs of a cluster are listed this far beyond the cutoff (rebuilt when a site moves half of it)
+CLUSTER_MARGIN = 1.0
 #: L-BFGS iterations between checks of convergence and of the pair list
 CHUNK = 25
 
@@ -265,7 +267,7 @@ def _relax_group(group, ff, max_steps, gtol, relax_cell, settings) -> list[Cryst
 
 def relax_cluster(x, z, ff: ForceField | None = None, restraint: float = 1.0, max_steps: int = 300,
                   gtol: float = GTOL, settings: EnergySettings | None = None,
-                  margin: float = MARGIN) -> ClusterRelaxation:
+                  margin: float = CLUSTER_MARGIN) -> ClusterRelaxation:
     """Relax finite clusters ``x [M, n, 3]`` or ``[B, M, n, 3]`` (Å) of the molecule ``z [n]``, each molecule a
     rigid body (translation + rotation about its centre of mass).
 
