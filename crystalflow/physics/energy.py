@@ -75,12 +75,16 @@ class PairTable:
         grid = torch.arange(0.3, 3.5, 0.01, dtype=self.A.dtype, device=self.A.device)
         zero = torch.zeros(len(iu), dtype=self.A.dtype, device=self.A.device)
         bare = tuple(v[iu, ju] for v in (self.A, self.B, self.C, self.qq)) + (zero, zero, zero)  # r_m = 0: no wall
-        _, de = self.energy_and_derivative(grid[:, None].expand(-1, len(iu)).contiguous(), bare)
-        force = -de  # [G, P], repulsive > 0
-        above = force >= self.settings.wall_force
-        last_above = torch.where(above.any(0), (above * torch.arange(len(grid), device=grid.device)[:, None]).amax(0),
-                                 force.argmax(0))
-        rm = grid[last_above]
+        idx = torch.arange(len(grid), device=grid.device)[:, None]
+        rm = torch.empty(len(iu), dtype=self.A.dtype, device=self.A.device)
+        step = max(1, (1 << 16) // len(grid))  # pairs per block: the [G, block] temporaries stay in cache
+        for a in range(0, len(iu), step):
+            part = tuple(v[a:a + step] for v in bare)
+            _, de = self.energy_and_derivative(grid[:, None].expand(-1, len(part[0])), part)
+            force = -de  # [G, block], repulsive > 0
+            above = force >= self.settings.wall_force
+            last_above = torch.where(above.any(0), (above * idx).amax(0), force.argmax(0))
+            rm[a:a + step] = grid[last_above]
         em, dem = self.energy_and_derivative(rm, bare)
         out = []
         for v in (rm, em, -dem):
@@ -326,8 +330,9 @@ def image_pairs(sites: np.ndarray, lattice: np.ndarray, rotations: np.ndarray, t
             cand_t.append(t[keep])
         op_k, t_k = np.concatenate(cand_op), np.concatenate(cand_t)
         img = (np.einsum("kij,nj->kni", W[op_k], f) + w[op_k][:, None, :] + t_k[:, None, :]) @ L  # [K, n, 3]
-        d = np.linalg.norm(sites[b][None, :, None, :] - img[:, None, :, :], axis=-1)  # [K, n, n]
-        kk, ii, jj = np.nonzero(d < reach)
+        s_b = sites[b]
+        d2 = (s_b * s_b).sum(-1)[None, :, None] + (img * img).sum(-1)[:, None, :] - 2.0 * np.einsum("id,kjd->kij", s_b, img)
+        kk, ii, jj = np.nonzero(d2 < reach * reach)  # [K, n, n] squared distances
         used, kk = np.unique(kk, return_inverse=True)
         out["batch"].append(np.full(len(ii), b))
         out["image"].append(kk + len(img_b))
