@@ -70,34 +70,103 @@ class PairTable:
         return torch.where(r < rc, exp6 + coul, torch.zeros_like(r))
 
     def _wall(self):
+        n = self.A.shape[0]
+        iu, ju = torch.triu_indices(n, n, device=self.A.device)  # the pair parameters are symmetric
         grid = torch.arange(0.3, 3.5, 0.01, dtype=self.A.dtype, device=self.A.device)
-        r = grid[:, None, None].expand(-1, *self.A.shape).clone().requires_grad_(True)
-        with torch.enable_grad():
-            e = self.raw(r, self.A, self.B, self.C, self.qq)
-            (g,) = torch.autograd.grad(e.sum(), r)
-        force = -g.detach()  # [G, n, n], repulsive > 0
-        above = force >= self.settings.wall_force
-        last_above = torch.where(above.any(0), (above * torch.arange(len(grid), device=grid.device)[:, None, None]).amax(0),
-                                 force.argmax(0))
-        rm = grid[last_above]
-        rr = rm.clone().requires_grad_(True)
-        with torch.enable_grad():
-            em = self.raw(rr, self.A, self.B, self.C, self.qq)
-            (gm,) = torch.autograd.grad(em.sum(), rr)
-        return rm, em.detach(), -gm.detach()
+        zero = torch.zeros(len(iu), dtype=self.A.dtype, device=self.A.device)
+        bare = tuple(v[iu, ju] for v in (self.A, self.B, self.C, self.qq)) + (zero, zero, zero)  # r_m = 0: no wall
+        idx = torch.arange(len(grid), device=grid.device)[:, None]
+        rm = torch.empty(len(iu), dtype=self.A.dtype, device=self.A.device)
+        step = max(1, (1 << 16) // len(grid))  # pairs per block: the [G, block] temporaries stay in cache
+        for a in range(0, len(iu), step):
+            part = tuple(v[a:a + step] for v in bare)
+            _, de = self.energy_and_derivative(grid[:, None].expand(-1, len(part[0])), part)
+            force = -de  # [G, block], repulsive > 0
+            above = force >= self.settings.wall_force
+            last_above = torch.where(above.any(0), (above * idx).amax(0), force.argmax(0))
+            rm[a:a + step] = grid[last_above]
+        em, dem = self.energy_and_derivative(rm, bare)
+        out = []
+        for v in (rm, em, -dem):
+            m = torch.zeros(n, n, dtype=v.dtype, device=v.device)
+            m[iu, ju] = v
+            m[ju, iu] = v
+            out.append(m)
+        return tuple(out)
 
-    def energy(self, r: torch.Tensor, i: torch.Tensor | None = None, j: torch.Tensor | None = None) -> torch.Tensor:
+    def pair_params(self, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(A, B, C, qq, r_m, E_m, F_m) of the atom pairs ``i``, ``j`` (``[P]`` each): gathered once per pair list."""
+        return tuple(v[i, j] for v in (self.A, self.B, self.C, self.qq, self.rm, self.em, self.fm))
+
+    def energy_and_derivative(self, r: torch.Tensor, params: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair energies (kJ/mol) and their derivatives dE/dr (kJ/mol/Å) at distances ``r [P]`` of the pairs
+        with ``params`` (:meth:`pair_params`), in closed form (the same function as :meth:`energy`)."""
+        s = self.settings
+        A, B, C, qq, rm, em, fm = params
+        rc, a, taper = s.cutoff, s.alpha, s.taper
+        with torch.no_grad():
+            rr = torch.maximum(r, rm)
+            inv = 1.0 / rr
+            inv6 = (inv * inv) ** 3
+            ex = A * torch.exp(-B * rr)
+            f = ex - C * inv6
+            fp = 6.0 * C * inv6 * inv - B * ex
+            x = ((rr - (rc - taper)) / taper).clamp(0.0, 1.0)
+            x2 = x * x
+            sw = 1.0 - x2 * x * (10.0 - 15.0 * x + 6.0 * x2)
+            swp = (-30.0 / taper) * x2 * (1.0 - x) ** 2
+            erfc_rc = math.erfc(a * rc)
+            slope = erfc_rc / rc**2 + 2.0 * a / math.sqrt(math.pi) * math.exp(-(a * rc) ** 2) / rc
+            ec = torch.special.erfc(a * rr)
+            coul = qq * (ec * inv - erfc_rc / rc + slope * (rr - rc))
+            coulp = qq * (slope - ec * inv * inv - (2.0 * a / math.sqrt(math.pi)) * torch.exp(-(a * rr) ** 2) * inv)
+            e = f * sw + coul
+            de = fp * sw + f * swp + coulp
+            beyond = rr >= rc
+            e = e.masked_fill(beyond, 0.0)
+            de = de.masked_fill(beyond, 0.0)
+            dr = (rm - r).clamp(min=0.0)
+            inside = r < rm
+            k = s.wall_stiffness
+            e = torch.where(inside, em + fm * dr + 0.5 * k * dr * dr, e)
+            de = torch.where(inside, -fm - k * dr, de)
+        return e, de
+
+    def pair_energy(self, r: torch.Tensor, params: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """:meth:`energy` of listed pairs (``params`` from :meth:`pair_params`), differentiable in ``r`` through
+        the closed-form derivative (one multiplication in the backward pass, no graph of the terms)."""
+        return _PairEnergy.apply(r, self, params)
+
+    def energy(self, r: torch.Tensor, i: torch.Tensor | None = None, j: torch.Tensor | None = None,
+               params: tuple[torch.Tensor, ...] | None = None) -> torch.Tensor:
         """Pair energies (kJ/mol) at distances ``r`` (Å) of atoms ``i`` of one molecule and ``j`` of another;
-        without ``i``/``j``, ``r`` ends in ``[n, n]``."""
-        if i is None:
+        without ``i``/``j``, ``r`` ends in ``[n, n]``; ``params`` (from :meth:`pair_params`) replaces ``i``/``j``."""
+        if params is not None:
+            A, B, C, qq, rm, em, fm = params
+        elif i is None:
             A, B, C, qq, rm, em, fm = self.A, self.B, self.C, self.qq, self.rm, self.em, self.fm
         else:
-            A, B, C, qq, rm, em, fm = (v[i, j] for v in (self.A, self.B, self.C, self.qq, self.rm, self.em, self.fm))
+            A, B, C, qq, rm, em, fm = self.pair_params(i, j)
         inside = r < rm
         e = self.raw(torch.maximum(r, rm), A, B, C, qq)
         dr = (rm - r).clamp(min=0.0)
         wall = em + fm * dr + 0.5 * self.settings.wall_stiffness * dr**2
         return torch.where(inside, wall, e)
+
+
+class _PairEnergy(torch.autograd.Function):
+    """Pair energies with the closed-form dE/dr saved for the backward pass (first derivatives only)."""
+
+    @staticmethod
+    def forward(ctx, r, table, params):
+        e, de = table.energy_and_derivative(r, params)
+        ctx.save_for_backward(de)
+        return e
+
+    @staticmethod
+    def backward(ctx, grad):
+        (de,) = ctx.saved_tensors
+        return grad * de, None, None
 
 
 def _distance(d: torch.Tensor) -> torch.Tensor:
@@ -110,10 +179,67 @@ def _table(ff: ForceField | PairTable, settings, like: torch.Tensor) -> PairTabl
     return PairTable(ff, settings, dtype=like.dtype, device=like.device)
 
 
-def cluster_energy(x, ff: ForceField | PairTable, settings: EnergySettings | None = None) -> torch.Tensor:
+@dataclass
+class ClusterPairs:
+    """Atom pairs of different molecules within ``reach`` Å in a batch of clusters ``[B, M, n, 3]``, listed
+    from the molecule pairs whose centres are within ``reach`` + their two radii. Valid (gives the exact
+    energy) while no interaction site moves more than ``(reach - cutoff) / 2`` from :attr:`sites`."""
+
+    flat_a: torch.Tensor  #: [P] index of the first atom in the flattened sites [B·M·n]
+    flat_b: torch.Tensor  #: [P] index of the second atom
+    batch: torch.Tensor  #: [P] cluster of each pair
+    params: tuple[torch.Tensor, ...]  #: per-pair parameters (:meth:`PairTable.pair_params`)
+    sites: torch.Tensor  #: [B, M, n, 3] interaction sites when listed (detached)
+    reach: float  #: Å
+
+    def moved(self, sites: torch.Tensor) -> float:
+        """Largest displacement (Å) of an interaction site since the list was built."""
+        return float((sites.detach() - self.sites).norm(dim=-1).max()) if sites.numel() else 0.0
+
+
+def _sites(x: torch.Tensor, table: PairTable) -> torch.Tensor:
+    return torch.einsum("ij,bmjd->bmid", table.sites, x)
+
+
+def cluster_pairs(x: torch.Tensor, table: PairTable, margin: float = 2.0) -> ClusterPairs:
+    """The :class:`ClusterPairs` of clusters ``x [B, M, n, 3]`` (Å) within ``table.settings.cutoff + margin`` Å."""
+    with torch.no_grad():
+        x = torch.as_tensor(x, dtype=table.A.dtype).detach()
+        sites = _sites(x if x.dim() == 4 else x[None], table)
+        B, M, n = sites.shape[:3]
+        reach = table.settings.cutoff + margin
+        cen = sites.mean(2)
+        rad = (sites - cen[:, :, None]).norm(dim=-1).amax(-1)  # [B, M]
+        p, q = torch.triu_indices(M, M, offset=1, device=x.device)
+        near = (cen[:, p] - cen[:, q]).norm(dim=-1) <= reach + rad[:, p] + rad[:, q]  # [B, P_mol]
+        bb, kk = torch.nonzero(near, as_tuple=True)
+        pp, qq = p[kk], q[kk]
+        chunk = max(1, (1 << 22) // max(1, n * n))
+        fa, fb, bt, ia, ja = [], [], [], [], []
+        for s in range(0, len(bb), chunk):
+            b_, p_, q_ = bb[s:s + chunk], pp[s:s + chunk], qq[s:s + chunk]
+            d = (sites[b_, p_, :, None, :] - sites[b_, q_, None, :, :]).norm(dim=-1)  # [K, n, n]
+            k, i, j = torch.nonzero(d < reach, as_tuple=True)
+            b_k = b_[k]
+            fa.append((b_k * M + p_[k]) * n + i)
+            fb.append((b_k * M + q_[k]) * n + j)
+            bt.append(b_k)
+            ia.append(i)
+            ja.append(j)
+        cat = lambda v: torch.cat(v) if v else torch.zeros(0, dtype=torch.long, device=x.device)  # noqa: E731
+        i, j = cat(ia), cat(ja)
+        return ClusterPairs(flat_a=cat(fa), flat_b=cat(fb), batch=cat(bt), params=table.pair_params(i, j),
+                            sites=sites, reach=reach)
+
+
+def cluster_energy(x, ff: ForceField | PairTable, settings: EnergySettings | None = None,
+                   pairs: ClusterPairs | None = None, dense: bool = False) -> torch.Tensor:
     """Intermolecular energy (kJ/mol) of finite clusters ``x [B, M, n, 3]`` (Å) → ``[B]``; ``[M, n, 3]`` → a scalar.
 
-    Every pair of atoms of different molecules counts once. Differentiable in ``x``.
+    Every pair of atoms of different molecules counts once. Differentiable in ``x``. The atom pairs within
+    the cutoff come from ``pairs`` (:func:`cluster_pairs`, reused while no atom has moved more than half
+    its margin: the energy is then exact) or, when not given, are listed here; ``dense`` sums over every
+    atom pair of every molecule pair instead (the reference: same energy, slower).
 
     Example::
 
@@ -129,11 +255,18 @@ def cluster_energy(x, ff: ForceField | PairTable, settings: EnergySettings | Non
     table = _table(ff, settings, xt)
     if xt.shape[2] != table.A.shape[0]:
         raise ValueError(f"cluster has {xt.shape[2]} atoms per molecule, the force field {table.A.shape[0]}")
-    sites = torch.einsum("ij,bmjd->bmid", table.sites, xt)
-    m = xt.shape[1]
-    p, q = torch.triu_indices(m, m, offset=1, device=xt.device)
-    r = _distance(sites[:, p, :, None, :] - sites[:, q, None, :, :])  # [B, P, n, n]
-    e = table.energy(r).sum(dim=(1, 2, 3))
+    sites = _sites(xt, table)
+    if dense:
+        m = xt.shape[1]
+        p, q = torch.triu_indices(m, m, offset=1, device=xt.device)
+        r = _distance(sites[:, p, :, None, :] - sites[:, q, None, :, :])  # [B, P, n, n]
+        e = table.energy(r).sum(dim=(1, 2, 3))
+    else:
+        if pairs is None:
+            pairs = cluster_pairs(xt, table, margin=0.0)
+        flat = sites.reshape(-1, 3)
+        r = _distance(flat.index_select(0, pairs.flat_a) - flat.index_select(0, pairs.flat_b))
+        e = torch.zeros(len(xt), dtype=xt.dtype, device=xt.device).index_add(0, pairs.batch, table.pair_energy(r, pairs.params))
     return e[0] if single else e
 
 
@@ -152,6 +285,7 @@ class ImagePairs:
     image_op: torch.Tensor  #: [K] operator of each image
     image_shift: torch.Tensor  #: [K, 3] lattice shift of each image (fractional)
     reach: float  #: Å: pairs up to this distance are listed
+    params: tuple[torch.Tensor, ...] | None = None  #: per-pair parameters, gathered at the first use
 
 
 def molecule_ops(rotations: np.ndarray, translations: np.ndarray, lattice: np.ndarray, molecule: np.ndarray,
@@ -196,8 +330,9 @@ def image_pairs(sites: np.ndarray, lattice: np.ndarray, rotations: np.ndarray, t
             cand_t.append(t[keep])
         op_k, t_k = np.concatenate(cand_op), np.concatenate(cand_t)
         img = (np.einsum("kij,nj->kni", W[op_k], f) + w[op_k][:, None, :] + t_k[:, None, :]) @ L  # [K, n, 3]
-        d = np.linalg.norm(sites[b][None, :, None, :] - img[:, None, :, :], axis=-1)  # [K, n, n]
-        kk, ii, jj = np.nonzero(d < reach)
+        s_b = sites[b]
+        d2 = (s_b * s_b).sum(-1)[None, :, None] + (img * img).sum(-1)[:, None, :] - 2.0 * np.einsum("id,kjd->kij", s_b, img)
+        kk, ii, jj = np.nonzero(d2 < reach * reach)  # [K, n, n] squared distances
         used, kk = np.unique(kk, return_inverse=True)
         out["batch"].append(np.full(len(ii), b))
         out["image"].append(kk + len(img_b))
@@ -239,8 +374,11 @@ def lattice_energy(x: torch.Tensor, lattice: torch.Tensor, rotations, translatio
     img_f = torch.einsum("kij,knj->kni", W[iop], f[ib]) + (w[iop] + pairs.image_shift.to(dev, x.dtype))[:, None, :]
     img = img_f @ lattice[ib]  # [K, n, 3]
     b, k, i, j = (v.to(dev) for v in (pairs.batch, pairs.image, pairs.i, pairs.j))
-    r = _distance(sites[b, i] - img[k, j])
-    e = table.energy(r, i, j)
+    if pairs.params is None or pairs.params[0].dtype != x.dtype or pairs.params[0].device != dev:
+        pairs.params = table.pair_params(i, j)
+    n = x.shape[1]
+    r = _distance(sites.reshape(-1, 3).index_select(0, b * n + i) - img.reshape(-1, 3).index_select(0, k * n + j))
+    e = table.pair_energy(r, pairs.params)
     return 0.5 * torch.zeros(len(x), dtype=x.dtype, device=dev).index_add(0, b, e)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from crystalflow.data.pipeline import BuildSettings, select
-from crystalflow.physics.energy import COULOMB, EnergySettings, PairTable, cluster_energy, crystal_energy
+from crystalflow.physics.energy import COULOMB, EnergySettings, PairTable, cluster_energy, cluster_pairs, crystal_energy
 from crystalflow.physics.forcefield import W99, ForceField, ForceFieldError, assign
 from crystalflow.physics.relax import relax_cluster, relax_crystal, rotation_matrix
 from crystalflow.structure.cif import read_cif
@@ -118,6 +118,29 @@ def test_relax_cluster_pushes_overlapping_molecules_apart(benzene) -> None:
     d0 = np.linalg.norm(x[1][:, None] - x[1][None], axis=-1)
     assert np.allclose(np.linalg.norm(out.x[0, 1][:, None] - out.x[0, 1][None], axis=-1), d0, atol=1e-6)
     assert out.energy_after[0] < out.energy_before[0]
+
+
+def test_neighbour_listed_cluster_energy_equals_the_dense_sum(embedded_dir) -> None:
+    crystal = read_cif(str(embedded_dir / "2000334.cif"))  # 52 atoms, 17-molecule cluster
+    molecules, _, _ = select(crystal, BuildSettings())
+    sc = SymmetricCrystal.from_crystal(crystal, molecules[0])
+    rng = np.random.default_rng(0)
+    x = sc.cluster() + rng.normal(scale=0.5, size=(17, 1, 3))  # moved molecules, some contacts inside the wall
+    table = PairTable(assign(sc.z, sc.molecule))
+    grads = []
+    for kw in (dict(dense=True), dict(), dict(pairs=cluster_pairs(torch.as_tensor(x), table, margin=1.0))):
+        xt = torch.tensor(x, requires_grad=True)
+        e = cluster_energy(xt, table, **kw)
+        e.backward()
+        grads.append((float(e.detach()), xt.grad))
+    (e_dense, g_dense), *listed = grads
+    for e, g in listed:
+        assert e == pytest.approx(e_dense, rel=1e-6)
+        assert torch.allclose(g, g_dense, rtol=1e-6, atol=1e-6 * float(g_dense.abs().max()))
+    # a list built 1 Å wide stays exact while sites move less than 0.5 Å
+    pairs = cluster_pairs(torch.as_tensor(x), table, margin=1.0)
+    moved = x + rng.uniform(-0.25, 0.25, size=(17, 1, 3))
+    assert float(cluster_energy(moved, table, pairs=pairs)) == pytest.approx(float(cluster_energy(moved, table, dense=True)), rel=1e-6)
 
 
 def test_assign_falls_back_to_zero_charges_and_says_so() -> None:
