@@ -131,3 +131,19 @@ def test_an_interrupted_training_with_the_plans_settings_is_resumed(tmp_path):
     assert not bm._resumable(str(run), other)  # another seed: train afresh
     (run / "config.json").write_text("{not json")
     assert not bm._resumable(str(run), config)
+
+
+def test_relaxed_rows_follow_each_method(tmp_path, tiny_sources):
+    plan = tiny_plan(tiny_sources)
+    plan.methods, plan.baselines, plan.variants = (), ("identity",), ("melt",)
+    plan.relax, plan.relax_limit = True, 1
+    out = tmp_path / "bench"
+    report = bm.run_benchmark(str(out), plan, progress=False, log=lambda *_: None)
+    methods = [r["method"] for r in report["rows"]]
+    assert methods == ["identity", "identity+relax"]
+    relaxed = report["rows"][1]
+    assert relaxed["valid"] == 100.0  # a relaxation removes every collision
+    assert (out / "pred" / "melt" / "identity" / "seed0-relaxed" / "info.json").exists()
+    md = (out / "results.md").read_text()
+    assert "| identity (x_w) + relaxation |" in md
+    assert bm.label("rigid+relax") == "CrystalFlow-Rigid (ours) + relaxation"
