@@ -33,10 +33,9 @@ from crystalflow.apps.viz import page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_json, write_text
+from crystalflow.common.vocabulary import DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP
 from crystalflow.structure.molecule_input import Molecule3D, read_molecule
 
-#: candidates generated and relaxed by default, the time budget (s) and the candidates kept (top K)
-DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP = 60, 300.0, 10
 #: molecules with at most this many rotatable bonds are searched with one conformer by default
 RIGID_ROTATABLE = 2
 #: conformers searched by default for more flexible molecules
@@ -165,7 +164,7 @@ def predict_crystals(
         best.energy, best.density, best.space_group, best.cell
     """
     from crystalflow.search.pipeline import MAX_STEPS, SearchError, search_crystals
-    from crystalflow.search.spacegroups import COMMON_SPACE_GROUPS
+    from crystalflow.search.spacegroups import COMMON_SPACE_GROUPS, SpaceGroupError, space_group
     from crystalflow.structure.pxrd import PatternError, read_pattern
 
     t_start = time.time()
@@ -181,6 +180,10 @@ def predict_crystals(
         except PatternError as exc:
             raise UserError(f"bad powder pattern: {exc}") from None
     groups = COMMON_SPACE_GROUPS if space_groups is None else space_groups
+    try:  # checked before any work
+        [space_group(g) for g in ((groups,) if isinstance(groups, (str, int)) else groups)]
+    except SpaceGroupError as exc:
+        raise UserError(str(exc)) from None
     confs = molecule_conformers(molecule, conformers, seed)
     mol = confs[0][0]
     if out_dir is not None:
@@ -430,11 +433,26 @@ _PAGE = page_template(
 )
 
 
+def viewer_cif(crystal, name: str) -> str:  # noqa: ANN001 (SymmetricCrystal)
+    """The CIF text of :func:`crystalflow.structure.cif_write.cif_document` with its operators also under the
+    older tag ``_symmetry_equiv_pos_as_xyz``, the one 3Dmol.js reads to fill the cell."""
+    import gemmi
+
+    from crystalflow.structure.cif_write import cif_document
+
+    doc = cif_document(crystal, name)
+    block = doc.sole_block()
+    ops = list(block.find_loop("_space_group_symop_operation_xyz"))
+    loop = block.init_loop("_symmetry_equiv_pos_", ["as_xyz"])
+    for op in ops:
+        loop.add_row([gemmi.cif.quote(gemmi.cif.as_string(op))])
+    return doc.as_string()
+
+
 def crystals_html(kept: list[CrystalCandidate], mol: Molecule3D, path_html: str) -> str:
     """A self-contained offline page: the candidates' table, and the unit cell of the one clicked (3Dmol.js
     reads its CIF, fills the cell by symmetry and draws the cell box). Status element as in viz."""
     from crystalflow.apps import viz
-    from crystalflow.structure.cif_write import cif_document
 
     entries = []
     for c in kept:
@@ -443,7 +461,7 @@ def crystals_html(kept: list[CrystalCandidate], mol: Molecule3D, path_html: str)
                         "space_group": c.space_group[1], "abc": f"{a:.2f} {b:.2f} {cc:.2f}",
                         "angles": f"{al:.1f} {be:.1f} {ga:.1f}", "z": c.z_cell,
                         "pxrd": "" if math.isnan(c.pxrd_similarity) else f"{c.pxrd_similarity:.3f}",
-                        "cif": cif_document(c.crystal, file_stem(c.rank, len(kept))).as_string()})
+                        "cif": viewer_cif(c.crystal, file_stem(c.rank, len(kept)))})
     data = {"candidates": entries, "stick": viz.STICK_RADIUS, "sphere": viz.SPHERE_SCALE,
             "scheme": viz.VIEWER_SCHEMES[0]}
     title = f"crystalflow: {len(kept)} predicted crystals of {mol.name}"
