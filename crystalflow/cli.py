@@ -16,15 +16,17 @@ from crystalflow.common.vocabulary import (
     BASELINES,
     BENCHMARK_VARIANTS,
     DEFAULT_BATCH_CLUSTERS,
-    DEFAULT_CANDIDATES,
     DEFAULT_EXPORT_WEIGHTS,
     DEFAULT_FWHM,
     DEFAULT_MAX_ATOMS,
     DEFAULT_NOISE_PRESET,
     DEFAULT_SIMILARITY_WIDTH,
     DEFAULT_SOLVER,
+    DEFAULT_SEARCH_CANDIDATES,
+    DEFAULT_SEARCH_SECONDS,
     DEFAULT_SPLIT_BY,
     DEFAULT_STEPS,
+    DEFAULT_TOP,
     DEFAULT_WEIGHTS,
     DEMO_EPOCHS,
     EXPORT_FORMATS,
@@ -205,15 +207,59 @@ def _cmd_baseline(args: argparse.Namespace) -> None:
     print(f"{args.name} predictions written to {args.output}")
 
 
+def _space_groups(values: list[str] | None) -> list[int | str] | None:
+    return None if values is None else [int(v) if v.strip().isdigit() else v for v in values]
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from crystalflow.apps.predict import TABLE_HEADER, predict
 
-    cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, steps=args.steps,
-                    out_dir=args.output, progress=not args.quiet, relax=args.relax)
-    print(TABLE_HEADER)
+    if (args.molecule is None) == (args.batch is None):
+        raise UserError("give either MOLECULE or --batch FILE (not both)" if args.molecule is not None
+                        else "give a MOLECULE (SMILES or a file) or --batch FILE")
+    mode = args.mode or ("model" if args.model is not None else "search")
+    if mode == "search" and args.steps is not None:
+        raise UserError("--steps applies to --mode model (the flow's Euler steps)")
+    if mode == "model" and (args.batch is not None or args.shard is not None):
+        raise UserError("--batch and --shard run the crystal search (--mode search)")
+    if args.shard is not None and args.batch is None:
+        raise UserError("--shard needs --batch FILE")
+    search = {"candidates": args.candidates, "seconds": args.seconds, "space_groups": _space_groups(args.space_groups),
+              "conformers": args.conformers, "pxrd": args.pxrd, "max_steps": args.max_steps}
+    if args.batch is not None:
+        from crystalflow.apps.predict_batch import parse_shard, run_batch
+        shard = parse_shard(args.shard)
+        r = run_batch(args.batch, args.output, shard=shard, progress=not args.quiet, seed=args.seed,
+                      samples=args.samples or DEFAULT_TOP, **search)
+        print(f"{r['molecules']} molecules: {r['predicted']} predicted, {r['skipped']} already done, "
+              f"{r['failed']} failed; table {r['summary']}" + (f", failures {r['failures']}" if r["failed"] else ""))
+        return
+    if mode == "model":
+        for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers)):
+            if value is not None:
+                raise UserError(f"{option} applies to --mode search")
+        cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed,
+                        steps=args.steps or DEFAULT_STEPS, out_dir=args.output, progress=not args.quiet,
+                        relax=args.relax, mode="model")
+        print(TABLE_HEADER)
+        for c in cands:
+            print(c.table_line())
+        print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
+        return
+    from crystalflow.apps.predict_crystals import TABLE_HEADER as CRYSTAL_HEADER
+    from crystalflow.apps.predict_crystals import pxrd_ranking
+
+    cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed, out_dir=args.output,
+                    progress=not args.quiet, relax=args.relax, mode="search", **search)
+    print(CRYSTAL_HEADER)
     for c in cands:
         print(c.table_line())
-    print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.xyz/.pdb, notes.txt")
+    if args.pxrd is not None:
+        best = pxrd_ranking(cands)[0]
+        print(f"most similar to {args.pxrd}: candidate {best.rank} ({best.space_group[1]}, de Gelder "
+              f"{best.pxrd_similarity:.3f}); ranking_pxrd.csv")
+    print(f"files in {args.output}: viewer.html, overview.png, summary.csv, candidate_*.cif/.xyz/.pdb/_pxrd.csv, "
+          "notes.txt")
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> None:
@@ -381,15 +427,34 @@ def make_parser() -> argparse.ArgumentParser:
     bl.add_argument("-q", "--quiet", action="store_true")
     bl.set_defaults(func=_cmd_baseline)
 
-    pr = sub.add_parser("predict", help="candidate crystal packings for a molecule (SMILES or structure file)")
-    pr.add_argument("molecule", help="SMILES, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule (CIF: its first)")
+    pr = sub.add_parser("predict", help="predicted crystals of a molecule (SMILES or structure file): crystal search "
+                                        "(default) or the flow model")
+    pr.add_argument("molecule", nargs="?", default=None,
+                    help="SMILES, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule (CIF: its first)")
     pr.add_argument("-o", "--output", required=True, help="directory for the candidates and the viewer")
-    pr.add_argument("--model", default=None, help="training run directory (default: the shipped model)")
-    pr.add_argument("--samples", type=_positive, default=DEFAULT_CANDIDATES, help="number of candidates K")
+    pr.add_argument("--mode", choices=("search", "model"), default=None,
+                    help="crystal-structure search (default) or the flow model (default when --model is given)")
+    pr.add_argument("--batch", default=None, metavar="FILE",
+                    help="one SMILES per line (optional name after it, '#' comments): one subfolder each, resumable")
+    pr.add_argument("--shard", default=None, metavar="I/N", help="with --batch: molecules I, I+N, I+2N, ... (1-based)")
+    pr.add_argument("--samples", type=_positive, default=None,
+                    help="candidates kept: top K crystals (search, default 10) or model clusters (default 8)")
+    pr.add_argument("--candidates", type=_positive, default=DEFAULT_SEARCH_CANDIDATES,
+                    help="search: random crystals generated and relaxed")
+    pr.add_argument("--seconds", type=_positive_float, default=DEFAULT_SEARCH_SECONDS,
+                    help="search: time budget (s) per molecule")
+    pr.add_argument("--space-groups", nargs="+", default=None, metavar="SG",
+                    help="search: space groups (numbers or symbols, e.g. 14 P-1; default the 11 common ones)")
+    pr.add_argument("--conformers", type=_positive, default=None,
+                    help="search: RDKit conformers of a SMILES (default 1 for <= 2 rotatable bonds, else 3)")
+    pr.add_argument("--pxrd", default=None, metavar="PATTERN.xy",
+                    help="search: a measured powder pattern; candidates get its similarity and ranking_pxrd.csv")
+    pr.add_argument("--max-steps", type=_positive, default=None, help="search: L-BFGS steps per relaxation (300)")
+    pr.add_argument("--model", default=None, help="model: training run directory (default: the shipped model)")
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--steps", type=_positive, default=DEFAULT_STEPS, help="Euler steps of the flow")
+    pr.add_argument("--steps", type=_positive, default=None, help=f"model: Euler steps of the flow ({DEFAULT_STEPS})")
     pr.add_argument("--relax", action="store_true",
-                    help="relax every candidate (as a crystal when it implies one: candidate_NN.cif) and rank by energy")
+                    help="model: relax every candidate (as a crystal when it implies one: candidate_NN.cif) and rank by energy")
     pr.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     pr.set_defaults(func=_cmd_predict)
 

@@ -1,6 +1,8 @@
-"""Predict the packing of a new molecule: K candidate 17-molecule clusters, ranked by a physical score.
+"""Predict the packing of a new molecule: the crystal-structure search (default) or K model clusters.
 
-``crystalflow predict MOLECULE -o OUT_DIR`` (and :func:`predict` from Python):
+:func:`predict` with ``mode="search"`` (the default; ``crystalflow predict MOLECULE -o OUT_DIR``) hands over
+to :mod:`crystalflow.apps.predict_crystals`: ranked, relaxed periodic crystals. ``mode="model"``
+(``--mode model``, or a ``model`` given) runs the flow model on random starting clusters, as follows:
 
 1. :func:`crystalflow.structure.molecule_input.read_molecule` turns SMILES or a file into one 3D conformer.
 2. :func:`starting_clusters` builds K weakly-correlated inputs x_w the way training data were made: 17
@@ -56,7 +58,14 @@ from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import resource_path
-from crystalflow.common.vocabulary import DEFAULT_CANDIDATES, DEFAULT_NOISE_PRESET, DEFAULT_STEPS
+from crystalflow.common.vocabulary import (
+    DEFAULT_CANDIDATES,
+    DEFAULT_NOISE_PRESET,
+    DEFAULT_SEARCH_CANDIDATES,
+    DEFAULT_SEARCH_SECONDS,
+    DEFAULT_STEPS,
+    DEFAULT_TOP,
+)
 from crystalflow.data.noise import NoiseModel, apply_noise, noise_model
 from crystalflow.data.pipeline import DENSITY_FACTOR
 from crystalflow.data.shards import ClusterRecord
@@ -102,6 +111,8 @@ OVERVIEW_TITLE_INCHES = 0.5
 OVERVIEW_PANEL_INCHES, OVERVIEW_DPI = 3.2, 100
 #: marker area (pt²) per Å² of covalent radius, and bond width (pt) in the overview
 OVERVIEW_MARKER_AREA, OVERVIEW_BOND_WIDTH = 40.0, 0.8
+#: ways to predict: the crystal-structure search (default) or the flow model
+MODES = ("search", "model")
 #: name of the folder of the model shipped with the package
 DEFAULT_MODEL = ("models", "default")
 #: file of a run directory that may name the noise the model was trained with ({"preset", "inversion"}
@@ -397,11 +408,24 @@ def _say(progress: bool, message: str) -> None:
         print(f"crystalflow predict: {message}", file=sys.stderr, flush=True)
 
 
-def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int = DEFAULT_CANDIDATES,
+def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samples: int | None = None,
             seed: int = 0, steps: int = DEFAULT_STEPS, out_dir: str | None = None, progress: bool = True,
             density: float = DEFAULT_DENSITY, noise: NoiseModel | None = None, rigid: bool = True,
-            relax: bool = False) -> list[Candidate]:
-    """Predict K = ``samples`` candidate packings of ``molecule``, best (lowest score) first.
+            relax: bool = False, *, mode: str | None = None, candidates: int = DEFAULT_SEARCH_CANDIDATES,
+            seconds: float | None = DEFAULT_SEARCH_SECONDS, space_groups=None, conformers: int | None = None,
+            pxrd: str | os.PathLike | None = None, max_steps: int | None = None) -> list:
+    """Predict the packing of ``molecule``: ranked periodic crystals (``mode="search"``) or model clusters.
+
+    ``mode``: ``"search"`` (the default unless a ``model`` is given) runs the crystal-structure search of
+    :func:`crystalflow.apps.predict_crystals.predict_crystals` (``candidates``, ``seconds``, ``space_groups``,
+    ``conformers``, ``pxrd``, ``max_steps``, ``samples`` = the top K kept, default 10) and returns its
+    :class:`~crystalflow.apps.predict_crystals.CrystalCandidate` list; ``"model"`` (the default when ``model``
+    is given) runs the flow model as described below and returns :class:`Candidate` clusters.
+
+        best = predict("CC(=O)Oc1ccccc1C(=O)O", out_dir="aspirin")[0]        # crystal search
+        best.energy, best.density, best.space_group
+
+    Model mode: K = ``samples`` (default 8) candidate packings of ``molecule``, best (lowest score) first.
 
     ``rigid`` (default) replaces each predicted molecule by the input conformer superposed onto it,
     so candidates keep the molecule's geometry (see :func:`crystalflow.evaluation.sampling.rigid_projection`).
@@ -419,9 +443,26 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
 
         from crystalflow import predict
 
-        candidates = predict("CC(=O)Oc1ccccc1C(=O)O", samples=4, out_dir="aspirin")  # the shipped model
+        candidates = predict("CC(=O)Oc1ccccc1C(=O)O", samples=4, out_dir="aspirin", mode="model")  # shipped model
         print(candidates[0].table_line())
     """
+    if mode is None:
+        mode = "model" if model is not None else "search"
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "search":
+        if model is not None:
+            raise UserError("a model is used by mode 'model' only (the search needs none)")
+        if relax:
+            raise UserError("relax applies to mode 'model': searched crystals are always relaxed")
+        from crystalflow.apps.predict_crystals import predict_crystals
+
+        return predict_crystals(molecule, out_dir, candidates=candidates, seconds=seconds,
+                                samples=DEFAULT_TOP if samples is None else samples, space_groups=space_groups,
+                                seed=seed, conformers=conformers, pxrd=pxrd, max_steps=max_steps, progress=progress)
+    if pxrd is not None or conformers is not None:
+        raise UserError("pxrd and conformers apply to mode 'search'")
+    samples = DEFAULT_CANDIDATES if samples is None else samples
     t_start = time.time()
     if samples < 1:
         raise UserError(f"samples must be >= 1, got {samples}")

@@ -50,6 +50,12 @@ UNSATURATED_SHORTENING = 0.03
 FF_MAX_ITERS = 2000
 #: ETKDG embedding attempts (the second with random starting coordinates)
 EMBED_ATTEMPTS = 2
+#: ETKDG embeddings per requested conformer in :func:`smiles_conformers`
+CONFORMER_POOL = 10
+#: heavy-atom RMSD (Å) above which two conformers are distinct
+CONFORMER_RMSD = 0.5
+#: kcal → kJ
+KCAL_TO_KJ = 4.184
 #: largest random seed RDKit accepts
 _MAX_RDKIT_SEED = 2**31 - 1
 #: characters of the input echoed in error messages
@@ -241,8 +247,8 @@ def _embed(mol, seed: int, what: str) -> list[str]:  # noqa: ANN001
 
 
 # ------------------------------------------------------------------------------------------ SMILES
-def molecule_from_smiles(smiles: str, seed: int = 0) -> Molecule3D:
-    """A 3D molecule from SMILES: RDKit parse, AddHs, ETKDG embedding (seeded), MMFF/UFF optimisation."""
+def _smiles_with_hydrogens(smiles: str):  # noqa: ANN202 (RDKit Mol)
+    """(RDKit molecule with explicit hydrogens, notes, description) of a checked SMILES string."""
     from rdkit import Chem
 
     what = f"SMILES {_shown(smiles)}"
@@ -259,10 +265,79 @@ def molecule_from_smiles(smiles: str, seed: int = 0) -> Molecule3D:
             raise UserError(f"{what} has no atoms")
         _check_rdkit(mol, what)
         notes = _charge_note(mol)
-        mol = Chem.AddHs(mol)
+        return Chem.AddHs(mol), notes, what
+
+
+def molecule_from_smiles(smiles: str, seed: int = 0) -> Molecule3D:
+    """A 3D molecule from SMILES: RDKit parse, AddHs, ETKDG embedding (seeded), MMFF/UFF optimisation."""
+    mol, notes, what = _smiles_with_hydrogens(smiles)
+    with _quiet_rdkit():
         notes += _embed(mol, seed, what)
     x, z, bonds = _rdkit_arrays(mol)
     return _finish(x, z, smiles.strip(), notes, bonds, "smiles", what)
+
+
+def rotatable_bonds(smiles: str) -> int:
+    """Number of rotatable bonds of a SMILES string (RDKit's ``CalcNumRotatableBonds``)."""
+    from rdkit.Chem import rdMolDescriptors
+
+    mol, _, _ = _smiles_with_hydrogens(smiles)
+    return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
+
+
+def smiles_conformers(smiles: str, n: int, seed: int = 0, min_rmsd: float = CONFORMER_RMSD) -> list[tuple[Molecule3D, float]]:
+    """Up to ``n`` distinct low-energy conformers of a SMILES string, lowest force-field energy first.
+
+    :data:`CONFORMER_POOL` × ``n`` ETKDGv3 embeddings (seeded), each optimised by MMFF94 (UFF when MMFF
+    lacks parameters); in order of energy a conformer is kept when its heavy-atom RMSD (best alignment,
+    symmetry-aware, its mirror image included) to every kept one exceeds ``min_rmsd`` Å. Returns ``(molecule, energy)`` pairs, the
+    energy in kJ/mol relative to the first; fewer than ``n`` when the molecule has fewer distinct shapes.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import AllChem, rdMolAlign
+
+    if n < 1:
+        raise UserError(f"the number of conformers must be >= 1, got {n}")
+    mol, notes, what = _smiles_with_hydrogens(smiles)
+    with _quiet_rdkit():
+        params = AllChem.ETKDGv3()
+        # seed + 1: RDKit derives each embedding's seed from this one, and 0 gives every embedding the same
+        params.randomSeed = int(seed) % (_MAX_RDKIT_SEED - 1) + 1
+        ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=CONFORMER_POOL * n, params=params))
+        if not ids:
+            params.useRandomCoords = True
+            ids = list(AllChem.EmbedMultipleConfs(mol, numConfs=CONFORMER_POOL * n, params=params))
+        if not ids:
+            raise UserError(f"RDKit could not generate 3D coordinates for {what}")
+        if AllChem.MMFFHasAllMoleculeParams(mol):
+            field_name, results = "MMFF94", AllChem.MMFFOptimizeMoleculeConfs(mol, maxIters=FF_MAX_ITERS)
+        elif AllChem.UFFHasAllMoleculeParams(mol):
+            field_name, results = "UFF", AllChem.UFFOptimizeMoleculeConfs(mol, maxIters=FF_MAX_ITERS)
+        else:
+            field_name, results = "none", [(0, 0.0)] * len(ids)
+        energies = [KCAL_TO_KJ * float(e) for _, e in results]
+        heavy = Chem.RemoveHs(mol)
+        mirror = Chem.Mol(heavy)  # mirror images are one conformer: a crystal of either is the other's enantiomorph
+        for conf in mirror.GetConformers():
+            conf.SetPositions(-np.array(conf.GetPositions()))
+        kept: list[int] = []
+        for cid in sorted(ids, key=lambda c: energies[c]):
+            if len(kept) == n:
+                break
+            if all(min(rdMolAlign.GetBestRMS(heavy, heavy, prbId=cid, refId=k),
+                       rdMolAlign.GetBestRMS(mirror, heavy, prbId=cid, refId=k)) > min_rmsd for k in kept):
+                kept.append(cid)
+    z = np.array([a.GetAtomicNum() for a in mol.GetAtoms()], dtype=np.int64)
+    bonds = _rdkit_arrays(mol)[2]
+    out = []
+    for k, cid in enumerate(kept):
+        x = np.array(mol.GetConformer(cid).GetPositions(), dtype=np.float64)
+        energy = energies[cid] - energies[kept[0]]
+        conf_notes = notes + [f"conformer {k + 1} of {len(kept)} distinct ones (heavy-atom RMSD > {min_rmsd:g} Å) from "
+                              f"{len(ids)} RDKit ETKDGv3 embeddings (seed {seed}), optimised with {field_name}, "
+                              f"{energy:.2f} kJ/mol above the lowest"]
+        out.append((_finish(x, z, smiles.strip(), conf_notes, bonds, "smiles", what), energy))
+    return out
 
 
 # ------------------------------------------------------------------------------------------ files

@@ -194,7 +194,7 @@ def test_default_model_missing_is_a_user_error(tmp_path, monkeypatch, aspirin):
     assert P.default_model_dir().replace(os.sep, "/").endswith("crystalflow/resources/models/default")
     monkeypatch.setattr(P, "default_model_dir", lambda: str(tmp_path / "none"))
     with pytest.raises(UserError, match="no pretrained model shipped; pass --model RUN_DIR"):
-        P.predict(aspirin, model=None, samples=1, progress=False)
+        P.predict(aspirin, model=None, samples=1, progress=False, mode="model")
 
 
 def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):

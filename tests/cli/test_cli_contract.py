@@ -237,6 +237,16 @@ CASES: dict[str, tuple[Case, str]] = {
     "predict/unwritable-output": (
         lambda w, t: ["predict", BENZENE, "-o", _unwritable(t), "--model", w.run, "--samples", "1", "-q"],
         "cannot write"),
+    "predict/batch-missing-file": (
+        lambda w, t: ["predict", "--batch", str(t / "missing.smi"), "-o", str(t / "c"), "-q"], "no such batch file"),
+    "predict/bad-shard": (
+        lambda w, t: ["predict", "--batch", str(write(t / "m.smi", "C methane\n")), "-o", str(t / "c"),
+                      "--shard", "0/3", "-q"], "bad --shard"),
+    "predict/bad-pxrd-file": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--pxrd", str(write(t / "p.xy", "2theta I\n5 x\n")),
+                      "-q"], "bad powder pattern"),
+    "predict/molecule-and-batch": (
+        lambda w, t: ["predict", BENZENE, "--batch", str(t / "m.smi"), "-o", str(t / "c"), "-q"], "not both"),
     # benchmark
     "benchmark/unwritable-output": (lambda w, t: ["benchmark", "--quick", "-o", _unwritable(t), "-q"], "cannot write"),
     "benchmark/missing-shared-data": (
