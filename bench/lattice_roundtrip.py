@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 import time
 
 import numpy as np
-from tqdm import tqdm
 import oxtalign
 import spglib
-import tempfile
+from tqdm import tqdm
 
 from crystalflow import embedded_cif_dir
 from crystalflow.data.pipeline import BuildSettings, select
@@ -30,7 +30,13 @@ from crystalflow.structure.cif import read_cif
 from crystalflow.structure.cif_write import write_cif
 from crystalflow.structure.cluster import build_cluster
 from crystalflow.structure.elements import symbol
-from crystalflow.structure.lattice import SYMPREC, LatticeError, cells_agree, primitive_reduced_cell, recover_crystal
+from crystalflow.structure.lattice import (
+    SYMPREC,
+    LatticeError,
+    cells_agree,
+    primitive_reduced_cell,
+    recover_crystal,
+)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DIRS = [str(embedded_cif_dir()), os.path.join(HERE, "..", "..", "shared", "data", "csd500"),

@@ -20,10 +20,10 @@ from crystalflow.common.vocabulary import (
     DEFAULT_FWHM,
     DEFAULT_MAX_ATOMS,
     DEFAULT_NOISE_PRESET,
-    DEFAULT_SIMILARITY_WIDTH,
-    DEFAULT_SOLVER,
     DEFAULT_SEARCH_CANDIDATES,
     DEFAULT_SEARCH_SECONDS,
+    DEFAULT_SIMILARITY_WIDTH,
+    DEFAULT_SOLVER,
     DEFAULT_SPLIT_BY,
     DEFAULT_STEPS,
     DEFAULT_TOP,
@@ -33,10 +33,11 @@ from crystalflow.common.vocabulary import (
     EXPORT_WEIGHTS,
     METHODS,
     NOISE_PRESET_NAMES,
+    PREDICT_MODES,
+    RECONSTRUCT_SOURCES,
     SOLVERS,
     SPLIT_BY,
     SPLIT_CHOICES,
-    RECONSTRUCT_SOURCES,
     WEIGHTS,
 )
 
@@ -432,7 +433,7 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("molecule", nargs="?", default=None,
                     help="SMILES, or a .sdf/.mol/.xyz/.pdb/.cif file of one molecule (CIF: its first)")
     pr.add_argument("-o", "--output", required=True, help="directory for the candidates and the viewer")
-    pr.add_argument("--mode", choices=("search", "model"), default=None,
+    pr.add_argument("--mode", choices=PREDICT_MODES, default=None,
                     help="crystal-structure search (default) or the flow model (default when --model is given)")
     pr.add_argument("--batch", default=None, metavar="FILE",
                     help="one SMILES per line (optional name after it, '#' comments): one subfolder each, resumable")

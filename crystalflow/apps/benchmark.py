@@ -25,7 +25,12 @@ from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
 from crystalflow.common.resources import embedded_cif_dir
 from crystalflow.common.version import __version__
-from crystalflow.common.vocabulary import BASELINES, DEFAULT_MAX_ATOMS, DEFAULT_STEPS, METHODS
+from crystalflow.common.vocabulary import (
+    BASELINES,
+    DEFAULT_MAX_ATOMS,
+    DEFAULT_STEPS,
+    METHODS,
+)
 from crystalflow.data.build import build_dataset
 from crystalflow.data.noise import noise_model
 from crystalflow.data.pipeline import BuildSettings
@@ -294,8 +299,8 @@ def run_benchmark(out_dir: str, plan: BenchmarkPlan, progress: bool = True, log=
                 for future in as_completed(futures):
                     done[futures[future]] = future.result()
                     report(done[futures[future]])
-    tasks = list(done)
-    rows = [{k: v for k, v in done[task].items() if k != "_seconds"} for task in tasks]
+    ordered = [(phase, *t) for phase, (_, phase_tasks) in enumerate(phases) for t in phase_tasks]  # plan order
+    rows = [{k: v for k, v in done[key].items() if k != "_seconds"} for key in ordered]
     seconds = time.time() - start
     report_out = write_report(out_dir, rows, plan, seconds)
     log(f"benchmark finished in {seconds / 60:.1f} min: {os.path.join(out_dir, 'results.md')}")

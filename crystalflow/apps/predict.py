@@ -65,6 +65,7 @@ from crystalflow.common.vocabulary import (
     DEFAULT_SEARCH_SECONDS,
     DEFAULT_STEPS,
     DEFAULT_TOP,
+    PREDICT_MODES,
 )
 from crystalflow.data.noise import NoiseModel, apply_noise, noise_model
 from crystalflow.data.pipeline import DENSITY_FACTOR
@@ -75,8 +76,12 @@ from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
 from crystalflow.structure.elements import ATOMIC_MASS, VDW_RADIUS, symbol
 from crystalflow.structure.molecule_input import Molecule3D, read_molecule
 from crystalflow.structure.molecules import centre_of_mass
-from crystalflow.training.checkpoint import CHECKPOINT, CONFIG, load_checkpoint, load_model
-
+from crystalflow.training.checkpoint import (
+    CHECKPOINT,
+    CONFIG,
+    load_checkpoint,
+    load_model,
+)
 
 #: molecules per predicted cluster (the central one and its 16 nearest neighbours, as in COD-Cluster17)
 N_MOLECULES = N_NEIGHBOURS + 1
@@ -112,7 +117,7 @@ OVERVIEW_PANEL_INCHES, OVERVIEW_DPI = 3.2, 100
 #: marker area (pt²) per Å² of covalent radius, and bond width (pt) in the overview
 OVERVIEW_MARKER_AREA, OVERVIEW_BOND_WIDTH = 40.0, 0.8
 #: ways to predict: the crystal-structure search (default) or the flow model
-MODES = ("search", "model")
+MODES = PREDICT_MODES
 #: name of the folder of the model shipped with the package
 DEFAULT_MODEL = ("models", "default")
 #: file of a run directory that may name the noise the model was trained with ({"preset", "inversion"}
@@ -603,7 +608,14 @@ def overview_png(candidates: list[Candidate], mol: Molecule3D, path_png: str) ->
     from matplotlib.figure import Figure
     from mpl_toolkits.mplot3d.art3d import Line3DCollection
 
-    from crystalflow.apps.viz import CPK_COLORS, DEFAULT_COLOR, PANEL_ZOOM, TITLE_Y, VIEW_AZIM, VIEW_ELEV
+    from crystalflow.apps.viz import (
+        CPK_COLORS,
+        DEFAULT_COLOR,
+        PANEL_ZOOM,
+        TITLE_Y,
+        VIEW_AZIM,
+        VIEW_ELEV,
+    )
     from crystalflow.structure.elements import COVALENT_RADIUS
 
     shown = candidates[:OVERVIEW_MAX]

@@ -58,3 +58,6 @@ DEFAULT_SIMILARITY_WIDTH = 1.0
 
 #: which clusters of a PRED_DIR ``crystalflow reconstruct`` turns into crystals
 RECONSTRUCT_SOURCES = ("pred", "truth", "input")
+
+#: how ``crystalflow predict`` makes candidates: the crystal-structure search or the flow model
+PREDICT_MODES = ("search", "model")

@@ -30,7 +30,11 @@ from tqdm import tqdm
 
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_path
-from crystalflow.evaluation.predictions import PredictionWriter, read_info, read_predictions
+from crystalflow.evaluation.predictions import (
+    PredictionWriter,
+    read_info,
+    read_predictions,
+)
 from crystalflow.physics.forcefield import ForceField, assign
 from crystalflow.physics.relax import relax_cluster, relax_crystal
 from crystalflow.structure.crystal import SymmetricCrystal

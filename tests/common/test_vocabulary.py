@@ -29,6 +29,8 @@ CHOICES = {
     ("benchmark", "methods"): V.METHODS,
     ("benchmark", "baselines"): V.BASELINES,
     ("benchmark", "variants"): V.BENCHMARK_VARIANTS,
+    ("reconstruct", "source"): V.RECONSTRUCT_SOURCES,
+    ("predict", "mode"): V.PREDICT_MODES,
 }
 #: (command, option dest) -> the vocabulary default it must have
 DEFAULTS = {
@@ -42,8 +44,8 @@ DEFAULTS = {
     ("sample", "solver"): V.DEFAULT_SOLVER,
     ("sample", "weights"): V.DEFAULT_WEIGHTS,
     ("sample", "batch"): V.DEFAULT_BATCH_CLUSTERS,
-    ("predict", "samples"): V.DEFAULT_CANDIDATES,
-    ("predict", "steps"): V.DEFAULT_STEPS,
+    ("predict", "candidates"): V.DEFAULT_SEARCH_CANDIDATES,
+    ("predict", "seconds"): V.DEFAULT_SEARCH_SECONDS,
     ("demo", "epochs"): V.DEMO_EPOCHS,
 }
 
@@ -69,7 +71,7 @@ def test_cli_defaults_are_the_vocabulary_defaults() -> None:
 
 
 def test_the_library_uses_the_same_names() -> None:
-    from crystalflow.apps import benchmark, predict
+    from crystalflow.apps import benchmark, predict, predict_crystals
     from crystalflow.data import index, noise, pipeline
     from crystalflow.evaluation import baselines
     from crystalflow.flow import model
@@ -84,7 +86,10 @@ def test_the_library_uses_the_same_names() -> None:
     assert tuple(benchmark.VARIANTS) == V.BENCHMARK_VARIANTS
     assert set(benchmark.QUICK_VARIANTS) <= set(V.BENCHMARK_VARIANTS)
     assert tuple(model.METHODS) == V.METHODS
-    assert inspect.signature(predict.predict).parameters["samples"].default == V.DEFAULT_CANDIDATES
+    assert predict.MODES == V.PREDICT_MODES
+    search = inspect.signature(predict_crystals.predict_crystals).parameters
+    assert (search["samples"].default, search["candidates"].default, search["seconds"].default) == (
+        V.DEFAULT_TOP, V.DEFAULT_SEARCH_CANDIDATES, V.DEFAULT_SEARCH_SECONDS)
     for name in ("crystalflow.flow.solver", "crystalflow.evaluation.sampling"):
         try:
             solvers = getattr(importlib.import_module(name), "SOLVERS", None)

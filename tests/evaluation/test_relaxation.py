@@ -11,7 +11,11 @@ from crystalflow.apps.reconstruct import cif_name, reconstruct_pred_dir
 from crystalflow.data.pipeline import BuildSettings, select
 from crystalflow.evaluation.evaluate import evaluate
 from crystalflow.evaluation.predictions import PredictionWriter, read_predictions
-from crystalflow.evaluation.relaxation import make_rigid, relax_pred_dir, relax_prediction
+from crystalflow.evaluation.relaxation import (
+    make_rigid,
+    relax_pred_dir,
+    relax_prediction,
+)
 from crystalflow.structure.cif import read_cif
 from crystalflow.structure.cluster import build_cluster
 from crystalflow.structure.contacts import is_valid, max_overlap

@@ -9,7 +9,11 @@ from crystalflow.structure.cif import read_cif
 from crystalflow.structure.cif_write import write_cif
 from crystalflow.structure.cluster import build_cluster
 from crystalflow.structure.crystal import SymmetricCrystal
-from crystalflow.structure.lattice import cells_agree, primitive_reduced_cell, recover_crystal
+from crystalflow.structure.lattice import (
+    cells_agree,
+    primitive_reduced_cell,
+    recover_crystal,
+)
 from crystalflow.structure.molecules import find_molecules
 
 # P2_1/c (Z' = 1 and on an inversion centre), Pbca benzene (Z' = 0.5), C2/c, Cc, R3 (hexagonal setting)
