@@ -23,6 +23,7 @@ from crystalflow.common.io import write_csv
 from crystalflow.common.vocabulary import RECONSTRUCT_SOURCES as SOURCES
 from crystalflow.evaluation.predictions import read_info, read_predictions
 from crystalflow.evaluation.relaxation import make_rigid
+from crystalflow.physics.energy import CellError
 from crystalflow.physics.forcefield import assign
 from crystalflow.physics.relax import relax_crystal
 from crystalflow.structure.cif_write import write_cif
@@ -58,17 +59,21 @@ def reconstruct_one(x: np.ndarray, z: np.ndarray, conformer: np.ndarray, relax: 
     items = {"_crystalflow_fit_residual_A": rec.residual}
     if relax:
         t0 = time.perf_counter()
-        res = relax_crystal(crystal, ff=assign(z, np.asarray(conformer[0], dtype=np.float64)))
-        crystal = res.crystal
-        row.update(energy_before=round(res.energy_before, 3), energy=round(res.energy_after, 3),
-                   relax_seconds=round(time.perf_counter() - t0, 2))
-        items["_crystalflow_lattice_energy_kJ_mol"] = res.energy_after
+        try:
+            res = relax_crystal(crystal, ff=assign(z, np.asarray(conformer[0], dtype=np.float64)))
+        except CellError as exc:  # the fitted crystal is written unrelaxed, and the row says why
+            row["reason"] = f"not relaxed: {exc}"
+        else:
+            crystal = res.crystal
+            row.update(energy_before=round(res.energy_before, 3), energy=round(res.energy_after, 3),
+                       relax_seconds=round(time.perf_counter() - t0, 2))
+            items["_crystalflow_lattice_energy_kJ_mol"] = res.energy_after
     write_cif(crystal, path, name=name, items=items)
     frac, zz = crystal.cell_atoms()
     powder_pattern(crystal.lattice, frac, zz, name=name).write_xy(path[: -len(".cif")] + ".xy.csv")
     number, symbol = crystal.space_group()
     a, b, c, al, be, ga = cell_parameters(crystal.lattice)
-    row.update(status="ok", reason="", cif=os.path.basename(path), sg_number=number, sg_symbol=symbol,
+    row.update(status="ok", reason=row.get("reason", ""), cif=os.path.basename(path), sg_number=number, sg_symbol=symbol,
                a=round(a, 4), b=round(b, 4), c=round(c, 4), alpha=round(al, 3), beta=round(be, 3), gamma=round(ga, 3),
                z=crystal.n_molecules, density=round(crystal.density(), 4), residual=round(rec.residual, 4),
                inliers=rec.inliers)

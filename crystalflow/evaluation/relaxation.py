@@ -35,6 +35,7 @@ from crystalflow.evaluation.predictions import (
     read_info,
     read_predictions,
 )
+from crystalflow.physics.energy import CellError
 from crystalflow.physics.forcefield import ForceField, assign
 from crystalflow.physics.relax import relax_cluster, relax_crystal
 from crystalflow.structure.crystal import SymmetricCrystal
@@ -95,14 +96,18 @@ def relax_prediction(pred: np.ndarray, z: np.ndarray, conformer: np.ndarray, ff:
     z = np.asarray(z, dtype=np.int64)
     x = make_rigid(np.asarray(pred, dtype=np.float64), np.asarray(conformer, dtype=np.float64))
     ff = ff or assign(z, np.asarray(conformer[0], dtype=np.float64))
-    reason = "periodic relaxation off"
+    reason, res = "periodic relaxation off", None
     if periodic:
         try:
             rec = fit_crystal(x, z)
         except LatticeError as exc:
             reason = str(exc)
         else:
-            res = relax_crystal(rec.crystal, ff=ff, max_steps=max_steps)
+            try:
+                res = relax_crystal(rec.crystal, ff=ff, max_steps=max_steps)
+            except CellError as exc:  # a noisy fit whose cell collapses: relaxed as a cluster instead
+                res, reason = None, f"crystal relaxation failed: {exc}"
+        if res is not None and np.isfinite(res.energy_after):
             number, symbol = res.crystal.space_group()
             cluster = res.crystal.cluster(k=len(x) - 1)
             return RelaxedSample(x=_in_prediction_order(cluster, x, z), mode="crystal", energy=res.energy_after,

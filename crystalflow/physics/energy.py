@@ -31,6 +31,14 @@ from crystalflow.structure.crystal import SymmetricCrystal
 COULOMB = 1389.35458
 
 
+#: Å: a cell whose lattice planes come closer than this has collapsed (no molecular crystal has them)
+MIN_PLANE_SPACING = 1.0
+
+
+class CellError(ValueError):
+    """A crystal's cell became unusable (collapsed) during an energy evaluation or relaxation."""
+
+
 @dataclass(frozen=True)
 class EnergySettings:
     """Cut-offs and the short-range wall (Å, kJ/mol)."""
@@ -315,6 +323,9 @@ def image_pairs(sites: np.ndarray, lattice: np.ndarray, rotations: np.ndarray, t
         rmax = float(np.linalg.norm(sites[b] - sites[b].mean(0), axis=1).max())
         reach_c = reach + 2.0 * rmax
         heights = 1.0 / np.linalg.norm(np.linalg.inv(L), axis=0)
+        if not np.all(np.isfinite(heights)) or heights.min() < MIN_PLANE_SPACING:
+            raise CellError(f"the cell collapsed: lattice planes {np.nanmin(heights):.3g} Å apart "
+                            f"(< {MIN_PLANE_SPACING} Å)")
         span = np.ceil(reach_c / heights).astype(int) + 1
         rng = [np.arange(-s, s + 1) for s in span]
         grid = np.stack(np.meshgrid(*rng, indexing="ij"), -1).reshape(-1, 3)
