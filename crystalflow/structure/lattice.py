@@ -335,11 +335,13 @@ def fit_lattice(vectors: np.ndarray, tol: float = LATTICE_TOL) -> tuple[np.ndarr
 def fit_lattice_robust(vectors: np.ndarray, tol: float) -> tuple[np.ndarray, float, int]:
     """Basis (rows) of the lattice that the most translation ``vectors`` [m, 3] are integer combinations
     of (within ``tol`` Å), for noisy clusters where some vectors join molecules of wrongly guessed
-    orientation: every independent triple of the shortest :data:`ROBUST_CANDIDATES` vectors is tried,
-    the best refitted by least squares on its inliers. Returns (basis, RMS misfit of the inliers, inliers)."""
+    orientation: every independent triple of the shortest :data:`ROBUST_CANDIDATES` vectors is tried
+    and scored by a soft inlier count (Σ max(0, 1 − (error/tol)²), so a loose lattice that fits many
+    vectors badly loses to one that fits most exactly), the best refitted by least squares on its inliers. Returns (basis, RMS misfit of the inliers, inliers)."""
     v = vectors[np.linalg.norm(vectors, axis=1) >= MIN_TRANSLATION]
     v = v * np.where((v @ np.array([1.0, 1e-3, 1e-6])) < 0, -1.0, 1.0)[:, None]  # one sign per vector
-    cand = v[np.argsort(np.linalg.norm(v, axis=1), kind="stable")][:ROBUST_CANDIDATES]
+    distinct = v[np.sort(np.unique(np.round(v, 1), axis=0, return_index=True)[1])]
+    cand = distinct[np.argsort(np.linalg.norm(distinct, axis=1), kind="stable")][:ROBUST_CANDIDATES]
     best = None
     for i, j, k in itertools.combinations(range(len(cand)), 3):
         basis = cand[[i, j, k]]
@@ -348,8 +350,8 @@ def fit_lattice_robust(vectors: np.ndarray, tol: float) -> tuple[np.ndarray, flo
         frac = v @ np.linalg.inv(basis)
         err = np.linalg.norm((frac - np.round(frac)) @ basis, axis=1)
         inl = err <= tol
-        key = (int(inl.sum()), -float(np.mean(err[inl])) if inl.any() else 0.0)
-        if best is None or key > best[0]:
+        key = float(np.sum(np.clip(1.0 - (err / tol) ** 2, 0.0, None)))  # soft inlier count (MSAC)
+        if best is None or key > best[0] + 1e-9:
             best = (key, basis, inl)
     if best is None:
         raise LatticeError("fewer than 3 independent translations among the cluster's molecules")
@@ -401,7 +403,8 @@ def _index_of(group: np.ndarray) -> dict[bytes, int]:
     return {g.tobytes(): i for i, g in enumerate(group)}
 
 
-def _solve_translations(group: np.ndarray, observed: list[tuple[int, np.ndarray]], lattice: np.ndarray) -> np.ndarray:
+def _solve_translations(group: np.ndarray, observed: list[tuple[int, np.ndarray]], lattice: np.ndarray,
+                        check: bool = True) -> np.ndarray:
     """Operator translations [h, 3] (fractional) closest, in Å, to the ``observed`` (op index, w) while
     obeying the group law ``w(W_a W_b) = W_a w_b + w_a`` mod 1 exactly (least squares)."""
     h = len(group)
@@ -444,7 +447,7 @@ def _solve_translations(group: np.ndarray, observed: list[tuple[int, np.ndarray]
     w = w - w[0]  # the identity's translation is a lattice vector: zero
     law = np.einsum("aij,bj->abi", group, w) + w[:, None, :] - w[table]
     off = float(np.abs(law - np.round(law)).max())
-    if off > GROUP_LAW_TOL:
+    if check and off > GROUP_LAW_TOL:
         raise LatticeError(f"the motions fit no single space group (group law off by {off:.2g} in fractions)")
     return w
 
@@ -558,6 +561,20 @@ def recover_crystal(
     group, ops, w_obs = _symmetry(x, rots, trans, lattice, angle_tol, planar, robust)
     lattice = _metric_symmetric(lattice, group)
     observed = [(int(o), w) for o, w in zip(ops, w_obs) if o >= 0]
+    if robust:
+        # per operator, the observation closest to its others first (it seeds the integer offsets), then drop,
+        # one at a time, the observation farthest from the law-bound solution while it is an outlier
+        def spread(i: int, t: np.ndarray) -> float:
+            return sum(np.linalg.norm(((t - u + 0.5) % 1.0 - 0.5) @ lattice) for o, u in observed if o == i)
+
+        observed.sort(key=lambda item: (item[0], spread(*item)))
+        while len(observed) > 1:
+            w = _solve_translations(group, observed, lattice, check=False)
+            off = [np.linalg.norm(((w[o] - t + 0.5) % 1.0 - 0.5) @ lattice) for o, t in observed]
+            worst = int(np.argmax(off))
+            if off[worst] <= tol:
+                break
+            observed.pop(worst)
     w = _solve_translations(group, observed, lattice)
     crystal = SymmetricCrystal(lattice, group, w % 1.0, x[0], z)
     # each cluster molecule: the crystal's molecule nearest to it (an operator's image plus a lattice shift)

@@ -10,6 +10,7 @@ from crystalflow.structure.cluster import build_cluster
 from crystalflow.structure.lattice import (
     LatticeError,
     cells_agree,
+    fit_crystal,
     fit_lattice,
     primitive_reduced_cell,
     recover_crystal,
@@ -74,3 +75,31 @@ def test_too_few_translations_is_reported():
     x[1:] += np.array([[4.0, 0, 0], [8.0, 0, 0], [12.0, 0, 0]])[:, None, :] + x[0] - x[1:]
     with pytest.raises(LatticeError, match="independent translation"):
         recover_crystal(x, np.array([6, 6, 6, 1, 1]))
+
+
+@pytest.mark.parametrize("name", SMALL[:3])
+def test_the_recovered_crystal_rebuilds_the_cluster(embedded_dir, name):
+    _, _, cluster = crystal_and_cluster(embedded_dir / name)
+    rec = recover_crystal(cluster.x, cluster.z)
+    assert rec.inliers == cluster.n_molecules
+    assert np.abs(rec.cluster_like_input() - cluster.x).max() < 1e-6
+    # the operators form a group modulo the lattice: identity first, closed under products
+    sc = rec.crystal
+    assert np.array_equal(sc.rotations[0], np.eye(3)) and np.allclose(sc.translations[0], 0)
+    keys = {(w.tobytes(), tuple(np.round(t % 1.0, 6) % 1.0)) for w, t in zip(sc.rotations, sc.translations)}
+    for wa, ta in zip(sc.rotations, sc.translations):
+        for wb, tb in zip(sc.rotations, sc.translations):
+            t = np.round((wa @ tb + ta) % 1.0, 6) % 1.0
+            assert ((wa @ wb).tobytes(), tuple(t)) in keys
+
+
+def test_noisy_prediction_fits_robustly(embedded_dir):
+    _, _, cluster = crystal_and_cluster(embedded_dir / "2100438-cell-vol.cif")
+    x = cluster.x.copy()
+    x[5] += np.array([3.0, -2.0, 1.5])  # one molecule far off its place
+    with pytest.raises(LatticeError):
+        recover_crystal(x, cluster.z)
+    rec = fit_crystal(x, cluster.z)
+    exact = recover_crystal(cluster.x, cluster.z)
+    assert rec.sg_number == exact.sg_number and cells_agree(rec.lattice, exact.lattice)
+    assert rec.inliers == cluster.n_molecules - 1
