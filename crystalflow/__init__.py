@@ -12,10 +12,14 @@ crystalflow`` stays light)::
     cf.sample_dataset(model, "cod17", "test", "pred", {"method": config.model.method})
     scores = cf.evaluate("pred")                                      # metrics.json + per_cluster.csv
     print(scores["test"]["sol_c"]["mean"], scores["test"]["pm_atom"]["mean"])
-    candidates = cf.predict("CC(=O)Oc1ccccc1C(=O)O", samples=4)      # a new molecule
+    candidates = cf.predict("CC(=O)Oc1ccccc1C(=O)O", samples=4)      # a new molecule: ranked crystals
+    cf.relax_pred_dir("pred", "pred-relaxed")                         # relaxed predictions (a PRED_DIR)
+    rec = cf.fit_crystal(cluster_x, z)                                # a cluster's crystal ...
+    cf.write_cif(cf.relax_crystal(rec.crystal).crystal, "pred.cif")   # ... relaxed, as a CIF
 
 Each function's docstring has its own example; the layers below (``structure``, ``data``, ``nn``,
-``backbones``, ``flow``, ``training``, ``evaluation``, ``apps``) are documented in docs/architecture.md.
+``physics``, ``backbones``, ``flow``, ``training``, ``evaluation``, ``search``, ``apps``) are documented
+in docs/architecture.md.
 """
 from __future__ import annotations
 
@@ -39,6 +43,17 @@ _API = {
     "packing_match": "crystalflow.evaluation.matching",
     "max_overlap": "crystalflow.structure.contacts",
     "predict": "crystalflow.apps.predict",
+    "recover_crystal": "crystalflow.structure.lattice",
+    "fit_crystal": "crystalflow.structure.lattice",
+    "SymmetricCrystal": "crystalflow.structure.crystal",
+    "write_cif": "crystalflow.structure.cif_write",
+    "powder_pattern": "crystalflow.structure.pxrd",
+    "pattern_similarity": "crystalflow.structure.pxrd",
+    "relax_crystal": "crystalflow.physics.relax",
+    "relax_cluster": "crystalflow.physics.relax",
+    "relax_pred_dir": "crystalflow.evaluation.relaxation",
+    "compare_crystals": "crystalflow.evaluation.compare",
+    "search_crystals": "crystalflow.search.pipeline",
 }
 
 __all__ = ["__version__", "embedded_cif_dir", *_API]

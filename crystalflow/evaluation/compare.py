@@ -81,6 +81,11 @@ def compare_crystals(
     (de Gelder, in [0, 1]) and ``pxrd`` (the pattern settings). With ``pxrd_out`` the two patterns are
     written there as ``pattern_a.csv``, ``pattern_b.csv`` (two_theta,intensity) and ``overlay.png``,
     listed under ``files``.
+
+    Example::
+
+        r = compare_crystals("candidate_01.cif", "experiment.cif")
+        r["n_matched"], r["rmsd_n"], r["pxrd_similarity"]
     """
     path_a, path_b = os.fspath(path_a), os.fspath(path_b)
     a, b = _read(path_a), _read(path_b)

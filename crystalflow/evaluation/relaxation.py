@@ -125,7 +125,14 @@ def _work_file(work: str, index: int) -> str:
 def relax_pred_dir(pred_dir: str, output: str, progress: bool = True, overwrite: bool = False,
                    limit: int | None = None, periodic: bool = True, max_steps: int = MAX_STEPS) -> dict:
     """Relax every sample of the PRED_DIR ``pred_dir`` into the new PRED_DIR ``output`` (see the module
-    docstring); returns its info. ``limit``: the first N clusters only."""
+    docstring); returns its info. ``limit``: the first N clusters only.
+
+    Example::
+
+        info = relax_pred_dir("pred", "pred-relaxed")
+        info["relax_modes"]                     # {"crystal": 12, "cluster": 48}
+        evaluate("pred-relaxed")                # scored like any PRED_DIR
+    """
     info = read_info(pred_dir)
     if os.path.abspath(pred_dir) == os.path.abspath(output):
         raise UserError("the output must be a new prediction directory, not the input")

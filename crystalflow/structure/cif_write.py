@@ -103,7 +103,12 @@ def write_cif(
     crystal: SymmetricCrystal, path: str | os.PathLike, name: str = "crystalflow",
     items: Mapping[str, object] | None = None, symprec: float = SYMPREC,
 ) -> str:
-    """Write ``crystal`` as a CIF at ``path`` (atomically); returns the path."""
+    """Write ``crystal`` as a CIF at ``path`` (atomically); returns the path.
+
+    Example::
+
+        write_cif(rec.crystal, "out/pred_s0.cif", name="pred_s0")
+    """
     path = os.fspath(path)
     doc = cif_document(crystal, name, items, symprec)
     with atomic_path(path) as tmp:

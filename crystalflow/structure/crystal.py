@@ -37,7 +37,13 @@ _AMU_PER_A3_TO_G_PER_CM3 = 1.0 / 0.602214076
 
 @dataclass
 class SymmetricCrystal:
-    """Lattice + space-group operators + one molecule."""
+    """Lattice + space-group operators + one molecule.
+
+    Example::
+
+        sc = SymmetricCrystal.from_crystal(crystal, molecules[0])
+        sc.space_group(), sc.density(), sc.cluster().shape   # (14, 'P2_1/c'), 1.32, (17, n, 3)
+    """
 
     lattice: np.ndarray  #: [3, 3] lattice vectors a, b, c as rows (Å)
     rotations: np.ndarray  #: [h, 3, 3] integer rotation parts of the operators (fractional)

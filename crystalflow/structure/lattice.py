@@ -610,7 +610,13 @@ def recover_crystal(
 def fit_crystal(x: np.ndarray, z: np.ndarray, symprec: float = SYMPREC) -> RecoveredCrystal:
     """The crystal of a cluster that may be a noisy prediction: the exact recovery first, then the robust
     one with the tolerances for noisy clusters (:data:`NOISY_TOL`, :data:`NOISY_ANGLE_TOL`). The
-    exact recovery's reason is reported when both fail."""
+    exact recovery's reason is reported when both fail.
+
+    Example::
+
+        rec = fit_crystal(pred[0], z)          # a predicted cluster [17, n, 3]
+        rec.sg_symbol, rec.inliers, rec.residual
+    """
     try:
         return recover_crystal(x, z, symprec=symprec)
     except LatticeError as exact:
