@@ -47,6 +47,8 @@ from crystalflow.structure.molecules import centre_of_mass
 CLUSTER_RESTRAINT = 1.0
 #: L-BFGS iterations at most, per relaxation
 MAX_STEPS = 300
+#: seconds a prediction's crystal may take to relax before it is relaxed as a cluster instead
+CRYSTAL_SECONDS = 8.0
 
 
 @dataclass
@@ -104,9 +106,11 @@ def relax_prediction(pred: np.ndarray, z: np.ndarray, conformer: np.ndarray, ff:
             reason = str(exc)
         else:
             try:
-                res = relax_crystal(rec.crystal, ff=ff, max_steps=max_steps)
+                res = relax_crystal(rec.crystal, ff=ff, max_steps=max_steps, max_seconds=CRYSTAL_SECONDS)
             except CellError as exc:  # a noisy fit whose cell collapses: relaxed as a cluster instead
                 res, reason = None, f"crystal relaxation failed: {exc}"
+            if res is not None and not res.converged:  # a fit far from any minimum: relaxed as a cluster
+                res, reason = None, f"crystal relaxation did not converge within {CRYSTAL_SECONDS:g} s"
         if res is not None and np.isfinite(res.energy_after):
             number, symbol = res.crystal.space_group()
             cluster = res.crystal.cluster(k=len(x) - 1)

@@ -13,6 +13,7 @@ strains × cell size) so one tolerance ``gtol`` (kJ/mol/Å) applies to all.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -162,8 +163,11 @@ class _CrystalModel:
         return x, L
 
 
-def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None) -> tuple[int, bool]:
-    """Minimise ``energy_fn().sum()`` over ``params``; returns (iterations, converged)."""
+def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None,
+           max_seconds: float | None = None) -> tuple[int, bool]:
+    """Minimise ``energy_fn().sum()`` over ``params``; returns (iterations, converged). ``max_seconds``
+    stops after the chunk of :data:`CHUNK` iterations that passes it (not converged)."""
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     active = [p for p in params if p.numel()]
     if not active:
         return 0, True
@@ -184,6 +188,8 @@ def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None) -> tupl
         g = max(float(p.grad.abs().max()) for p in active)
         if g < gtol:
             return steps, True
+        if deadline is not None and time.perf_counter() > deadline:
+            break
         if refresh is not None:
             refresh()
     return steps, False
@@ -199,7 +205,8 @@ def _check_group(crystals: list[SymmetricCrystal]) -> None:
 
 def relax_crystal(crystals: SymmetricCrystal | list[SymmetricCrystal], ff: ForceField | None = None,
                   max_steps: int = 300, gtol: float = GTOL, relax_cell: bool = True,
-                  settings: EnergySettings | None = None) -> CrystalRelaxation | list[CrystalRelaxation]:
+                  settings: EnergySettings | None = None,
+                  max_seconds: float | None = None) -> CrystalRelaxation | list[CrystalRelaxation]:
     """Relax Z' = 1 crystals (rigid molecule; pose and, with ``relax_cell``, the cell) to a minimum of the
     lattice energy. A list is relaxed group by group: crystals of the same molecule and operators together.
 
@@ -224,12 +231,12 @@ def relax_crystal(crystals: SymmetricCrystal | list[SymmetricCrystal], ff: Force
     for idx in groups.values():
         group = [items[k] for k in idx]
         _check_group(group)
-        for k, res in zip(idx, _relax_group(group, ff, max_steps, gtol, relax_cell, settings)):
+        for k, res in zip(idx, _relax_group(group, ff, max_steps, gtol, relax_cell, settings, max_seconds)):
             results[k] = res
     return results[0] if one else results
 
 
-def _relax_group(group, ff, max_steps, gtol, relax_cell, settings) -> list[CrystalRelaxation]:
+def _relax_group(group, ff, max_steps, gtol, relax_cell, settings, max_seconds=None) -> list[CrystalRelaxation]:
     sc0 = group[0]
     f = ff or assign(sc0.z, sc0.molecule)
     model = _CrystalModel(group, relax_cell)
@@ -259,7 +266,7 @@ def _relax_group(group, ff, max_steps, gtol, relax_cell, settings) -> list[Cryst
     build()
     with torch.no_grad():
         e0 = energy().numpy().copy()
-    steps, converged = _lbfgs(model.params, energy, max_steps, gtol, refresh)
+    steps, converged = _lbfgs(model.params, energy, max_steps, gtol, refresh, max_seconds)
     build()
     with torch.no_grad():
         e1 = energy().numpy().copy()
