@@ -163,10 +163,14 @@ class _CrystalModel:
         return x, L
 
 
+class _OutOfTime(Exception):
+    """Raised inside the L-BFGS closure when ``max_seconds`` has passed."""
+
+
 def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None,
            max_seconds: float | None = None) -> tuple[int, bool]:
     """Minimise ``energy_fn().sum()`` over ``params``; returns (iterations, converged). ``max_seconds``
-    stops after the chunk of :data:`CHUNK` iterations that passes it (not converged)."""
+    stops at the first energy evaluation after it has passed (not converged)."""
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     active = [p for p in params if p.numel()]
     if not active:
@@ -175,6 +179,8 @@ def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None,
                             tolerance_grad=gtol, tolerance_change=1e-10)
 
     def closure():
+        if deadline is not None and time.perf_counter() > deadline:
+            raise _OutOfTime
         opt.zero_grad()
         e = energy_fn().sum()
         e.backward()
@@ -182,14 +188,15 @@ def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None,
 
     steps = 0
     while steps < max_steps:
-        opt.step(closure)
-        steps += opt.state[opt._params[0]]["n_iter"] - steps if "n_iter" in opt.state[opt._params[0]] else CHUNK
-        closure()
+        try:
+            opt.step(closure)
+            steps += opt.state[opt._params[0]]["n_iter"] - steps if "n_iter" in opt.state[opt._params[0]] else CHUNK
+            closure()
+        except _OutOfTime:  # the poses stay where the last evaluation left them
+            return steps, False
         g = max(float(p.grad.abs().max()) for p in active)
         if g < gtol:
             return steps, True
-        if deadline is not None and time.perf_counter() > deadline:
-            break
         if refresh is not None:
             refresh()
     return steps, False

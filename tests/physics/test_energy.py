@@ -34,3 +34,21 @@ def test_relax_prediction_falls_back_to_the_cluster(monkeypatch, embedded_dir):
     monkeypatch.setattr(relaxation, "relax_crystal", collapse)
     r = relaxation.relax_prediction(cluster.x, cluster.z, cluster.x, max_steps=20)
     assert r.mode == "cluster" and r.reason.startswith("crystal relaxation failed: the cell collapsed")
+
+
+def test_a_time_limit_stops_the_relaxation(embedded_dir):
+    import time
+
+    from crystalflow.data.pipeline import BuildSettings, select
+    from crystalflow.physics.relax import relax_crystal
+    from crystalflow.structure.cif import read_cif
+    from crystalflow.structure.crystal import SymmetricCrystal
+
+    crystal = read_cif(embedded_dir / "1512116.cif")
+    sc = SymmetricCrystal.from_crystal(crystal, select(crystal, BuildSettings())[0][0])
+    stretched = sc.with_pose(lattice=sc.lattice * 1.3)  # far from the minimum: many steps to go
+    t0 = time.perf_counter()
+    res = relax_crystal(stretched, max_seconds=0.0)
+    assert not res.converged and res.steps == 0
+    assert time.perf_counter() - t0 < 20.0
+    assert np.isfinite(res.energy_after)
