@@ -560,6 +560,8 @@ def recover_crystal(
     lattice, lattice_residual = _lattice_of(x, rots, trans, centres, tol, angle_tol, planar, robust)
     group, ops, w_obs = _symmetry(x, rots, trans, lattice, angle_tol, planar, robust)
     lattice = _metric_symmetric(lattice, group)
+    if not np.all(np.isfinite(lattice)) or abs(np.linalg.det(lattice)) < MIN_TRANSLATION**3:
+        raise LatticeError("the fitted lattice is degenerate")
     observed = [(int(o), w) for o, w in zip(ops, w_obs) if o >= 0]
     if robust:
         # per operator, the observation closest to its others first (it seeds the integer offsets), then drop,
