@@ -147,16 +147,6 @@ def niggli_cell(lattice: np.ndarray, eps: float = 1e-5) -> np.ndarray:
     return -reduced if np.linalg.det(reduced) < 0 else reduced
 
 
-def _rotation_angle(r: np.ndarray) -> float:
-    """Angle (degrees) of a proper rotation."""
-    return math.degrees(math.acos(float(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0))))
-
-
-def _same_orientation(r1: np.ndarray, r2: np.ndarray, angle_tol: float) -> bool:
-    rel = r1 @ r2.T
-    return bool(np.linalg.det(rel) > 0 and _rotation_angle(rel) < angle_tol)
-
-
 def rigid_motions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Motions ``x ↦ R x + t`` of molecule 0 onto each molecule: ``R`` [M, 3, 3] (improper where a
     reflection fits better), ``t`` [M, 3] and Kabsch RMSDs [M] (Å)."""
@@ -167,20 +157,24 @@ def rigid_motions(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return rots, trans, rmsd
 
 
+def _turn_distance(angle_deg: float) -> float:
+    """Frobenius distance ‖R₁ − R₂‖ of two rotations that differ by a turn of ``angle_deg`` degrees."""
+    return 2.0 * math.sqrt(2.0) * math.sin(math.radians(angle_deg) / 2.0)
+
+
 def orientation_classes(rots: np.ndarray, angle_tol: float = ANGLE_TOL) -> np.ndarray:
     """A class label per rotation [M, 3, 3]: molecules with the same label are related by a pure
-    translation (relative rotation under ``angle_tol`` degrees, same handedness); labels number the
-    classes in order of first appearance."""
+    translation (relative rotation under ``angle_tol`` degrees; a proper and an improper one never
+    share a label at such tolerances); labels number the classes in order of first appearance, each
+    rotation joining the first class whose first member is near it (vectorised)."""
+    limit = _turn_distance(angle_tol)
     labels = np.full(len(rots), -1)
-    reps: list[int] = []
-    for k in range(len(rots)):
-        for label, j in enumerate(reps):
-            if _same_orientation(rots[k], rots[j], angle_tol):
-                labels[k] = label
-                break
-        else:
-            labels[k] = len(reps)
-            reps.append(k)
+    n = 0
+    while (labels < 0).any():
+        k = int(np.flatnonzero(labels < 0)[0])
+        near = np.linalg.norm(rots - rots[k], axis=(1, 2)) < limit
+        labels[(labels < 0) & near] = n
+        n += 1
     return labels
 
 
@@ -215,31 +209,11 @@ def _class_differences(centres: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.concatenate(out)
 
 
-def rotation_classes(rots: np.ndarray, angle_tol: float = ANGLE_TOL) -> np.ndarray:
-    """:func:`orientation_classes` for many rotations [m, 3, 3] at once (each compared, vectorised, with
-    the classes' first members)."""
-    limit = 2.0 * math.sqrt(2.0) * math.sin(math.radians(angle_tol) / 2.0)  # Frobenius distance of a turn by angle_tol
-    labels = np.full(len(rots), -1)
-    n = 0
-    while (labels < 0).any():
-        k = int(np.flatnonzero(labels < 0)[0])
-        near = np.linalg.norm(rots - rots[k], axis=(1, 2)) < limit
-        labels[(labels < 0) & near] = n
-        n += 1
-    return labels
-
-
 def _class_translations(r_all: np.ndarray, t_all: np.ndarray, angle_tol: float, max_length: float) -> np.ndarray:
     """Differences of translations of motions with the same rotation, one per vector up to sign."""
-    labels = rotation_classes(r_all, angle_tol)
-    out = [np.zeros((0, 3))]
-    for label in range(labels.max() + 1):
-        t = t_all[labels == label]
-        j, k = np.tril_indices(len(t), -1)
-        d = t[j] - t[k]
-        norm = np.linalg.norm(d, axis=1)
-        out.append(d[(norm > MIN_INDEPENDENCE) & (norm <= max_length)])
-    vectors = np.concatenate(out)
+    vectors = _class_differences(t_all, orientation_classes(r_all, angle_tol))
+    norm = np.linalg.norm(vectors, axis=1)
+    vectors = vectors[(norm > MIN_INDEPENDENCE) & (norm <= max_length)]
     vectors = vectors * np.where((vectors @ np.array([1.0, 1e-3, 1e-6])) < 0, -1.0, 1.0)[:, None]
     return vectors[np.unique(np.round(vectors, 2), axis=0, return_index=True)[1]]
 
@@ -469,7 +443,7 @@ def _symmetry(x, rots, trans, lattice, angle_tol, planar, robust=False):
     if planar:
         normal = np.linalg.svd(x[0] - c0)[2][-1]
         mirror = np.eye(3) - 2.0 * np.outer(normal, normal)
-    limit = 2.0 * math.sin(math.radians(angle_tol) / 2.0) * math.sqrt(2.0)  # Frobenius distance of a turn by angle_tol
+    limit = _turn_distance(angle_tol)
     ints, ts = [], []
     for r, t in zip(rots, trans):
         best = None
