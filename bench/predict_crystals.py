@@ -1,32 +1,44 @@
-"""Crystal structure prediction from the molecule alone on held-out crystals: sol_c@1/10/30 of search_crystals.
+"""Crystal structure prediction from the molecule alone on held-out crystals: sol_c@1/10/30 of the search,
+with and without the learned refinement at equal time, against today's model-mode ``predict``.
 
-    python bench/predict_crystals.py                                  # cod + csd500, common space groups
-    python bench/predict_crystals.py --sets cod,csd500 --max-molecules 10 --candidates 60 --seconds 120 \\
-        --space-groups true --seed 0
+    # targets: the test split of the search model's training build (see its model card for the build)
+    python bench/predict_crystals.py --split-of /tmp/melt50 --split test --seconds 300 \\
+        --model crystalflow/resources/models/search --workers 2
+    python bench/predict_crystals.py --sets cod,csd500 --max-molecules 10 --candidates 60   # first files of sets
 
-Targets: the embedded COD CIFs (``crystalflow.common.resources.embedded_cif_dir()``) and
-``../shared/data/csd500`` (skipped when absent), none of which any model here was trained on. Each CIF
-goes through ``read_cif`` → ``select(crystal, BuildSettings())`` (rejected files skipped); the true
-molecule is ``molecules[0]`` as it sits in the crystal (its crystal conformer, kept rigid). Kept:
-molecules with at most ``--max-heavy`` heavy atoms and ``--max-rotatable`` rotatable bonds
-(:func:`rotatable_bonds`), taken from the sets in turn up to ``--max-molecules``.
+Targets: with ``--split-of DATASET --split S``, the crystals of split S of a ``crystalflow build`` directory
+(its ``clusters.csv`` ``source`` paths, read relative to the current folder or to the dataset's parent); without
+it, the first files of ``--sets`` (the embedded COD CIFs and ``../shared/data/csd500``, skipped when absent).
+Each CIF goes through ``read_cif`` → ``select(crystal, BuildSettings())`` (rejected files skipped); the true
+molecule is ``molecules[0]`` as it sits in the crystal (its crystal conformer, kept rigid). Kept: molecules
+with at most ``--max-heavy`` heavy atoms and ``--max-rotatable`` rotatable bonds (:func:`rotatable_bonds`), at
+most ``--max-molecules``.
 
-For each molecule ``crystalflow.search.pipeline.search_crystals`` runs with the budget ``--candidates``
-crystals and ``--seconds`` seconds (whichever ends first), in the experimental space group only
-(``--space-groups true``: the oracle setting; molecules whose group is not one of the common ones are
-skipped) or in all ``COMMON_SPACE_GROUPS`` (``common``). Scores follow
-``crystalflow.evaluation.metrics.cluster_metrics``: a candidate **solves** the target when its cluster
-(``candidate.crystal.cluster()``) is valid (``cluster_validity``) and matches the experimental cluster
-(``packing_match``: ≥ 8 of 15 molecules with RMSD_15 < 2 Å); solved@K: one of the K lowest-energy
-candidates solves it. Per molecule also: the rank of the first solving candidate, the best n_matched
-among the top 30, seconds of the search, the true space group (spglib), whether it was searched, and
-whether the true molecule sits on the general position (Z' = 1 with Z = the group's order; the
-generator places molecules only there).
+Per molecule, in the same run:
+
+- ``search``: ``search_crystals`` with ``--candidates`` crystals and ``--seconds`` seconds, whichever ends
+  first, in all ``COMMON_SPACE_GROUPS`` (``--space-groups common``) or in the experimental group only
+  (``true``, the oracle setting; molecules whose group is not a common one are skipped);
+- ``search+model`` (with ``--model``): the same search cut at ``(1 - --refine-fraction)`` of its time
+  (``refine_result(..., until=...)`` replays the schedule's prefix), then its ``REFINE_TOP`` lowest
+  distinct candidates refined by the model within the rest of the time: the same time budget as ``search``;
+- ``predict (model)``: today's ``crystalflow predict --mode model`` (the shipped default model, K = 8
+  clusters, rigid molecules), scored on its clusters.
+
+Scores follow ``crystalflow.evaluation.metrics.cluster_metrics``: a candidate **solves** the target when its
+cluster is valid (``cluster_validity``) and matches the experimental cluster (``packing_match``: ≥ 8 of 15
+molecules with RMSD_15 < 2 Å); solved@K: one of the K lowest-energy candidates solves it. Per molecule also
+the rank of the first solving candidate, the best n_matched among the top 30, the seconds, and the
+experimental crystal relaxed with the same force field: its energy ``E_exp`` against the best candidate's
+``E1`` (E_exp < E1 - 0.5: the search missed the experimental minimum; E_exp > E1: the force field ranks
+another packing lower).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import math
+import multiprocessing
 import os
 import sys
 import time
@@ -39,7 +51,8 @@ from crystalflow.common.errors import RejectError
 from crystalflow.data.pipeline import BuildSettings, select
 from crystalflow.evaluation.matching import ClusterTopology, packing_match
 from crystalflow.evaluation.metrics import cluster_validity
-from crystalflow.search.pipeline import search_crystals
+from crystalflow.physics.relax import relax_crystal
+from crystalflow.search.pipeline import REFINE_FRACTION, refine_result, search_crystals
 from crystalflow.search.spacegroups import COMMON_SPACE_GROUPS
 from crystalflow.structure.cif import read_cif
 from crystalflow.structure.crystal import SymmetricCrystal
@@ -83,47 +96,73 @@ def rotatable_bonds(x: np.ndarray, z: np.ndarray) -> int:
                    and not ring.NumBondRings(mol.GetBondBetweenAtoms(int(i), int(j)).GetIdx()))
 
 
-def targets(sets: list[str], max_heavy: int, max_rotatable: int, max_molecules: int):
-    """(name, true SymmetricCrystal, space-group number, rotatable bonds), taken from the sets in turn."""
-    queues = []
+def _load_target(path: str):
+    """(true SymmetricCrystal) of a CIF, or None when the build pipeline rejects it or it has no symmetry."""
+    try:
+        crystal = read_cif(path)
+        molecules, _, _ = select(crystal, BuildSettings())
+        return SymmetricCrystal.from_crystal(crystal, molecules[0])
+    except (RejectError, ValueError):
+        return None
+
+
+def _split_files(dataset: str, split: str) -> list[tuple[str, str]]:
+    """(name, CIF path) of the crystals of one split of a build (one per ``key``)."""
+    seen, out = set(), []
+    with open(os.path.join(dataset, "clusters.csv"), newline="") as f:
+        for row in csv.DictReader(f):
+            if row["split"] != split or row["key"] in seen:
+                continue
+            seen.add(row["key"])
+            src = row["source"]
+            for cand in (src, os.path.join(os.path.dirname(os.path.abspath(dataset)), src)):
+                if os.path.isfile(cand):
+                    out.append((row["key"].removesuffix(".cif"), cand))
+                    break
+            else:
+                print(f"skipping {row['key']}: {src} not found", file=sys.stderr)
+    return out
+
+
+def _set_files(sets: list[str]) -> list[tuple[str, str]]:
+    """(name, CIF path) of the given sets, interleaved (one file of each set in turn)."""
+    lists = []
     for s in sets:
         folder = SETS[s]
         if not os.path.isdir(folder):
             print(f"skipping {s}: {folder} not present", file=sys.stderr)
             continue
-        queues.append((s, iter(sorted(f for f in os.listdir(folder) if f.endswith(".cif")))))
+        lists.append([(f"{s}/{f[:-4]}", os.path.join(folder, f)) for f in sorted(os.listdir(folder)) if f.endswith(".cif")])
+    out = []
+    for k in range(max(map(len, lists), default=0)):
+        out += [lst[k] for lst in lists if k < len(lst)]
+    return out
+
+
+def targets(files: list[tuple[str, str]], max_heavy: int, max_rotatable: int, max_molecules: int):
+    """(name, true SymmetricCrystal, space-group number, rotatable bonds) of the files that pass the filters."""
     taken = 0
-    while queues and taken < max_molecules:
-        for q in list(queues):
-            s, files = q
-            for f in files:
-                try:
-                    crystal = read_cif(os.path.join(SETS[s], f))
-                    molecules, _, _ = select(crystal, BuildSettings())
-                    sc = SymmetricCrystal.from_crystal(crystal, molecules[0])
-                except (RejectError, ValueError):  # rejected by the pipeline, or no symmetry: not a target
-                    continue
-                if int(np.sum(sc.z != HYDROGEN)) > max_heavy:
-                    continue
-                rot = rotatable_bonds(sc.molecule, sc.z)
-                if rot > max_rotatable:
-                    continue
-                taken += 1
-                yield f"{s}/{f[:-4]}", sc, sc.space_group()[0], rot
-                break
-            else:
-                queues.remove(q)
-            if taken >= max_molecules:
-                return
+    for name, path in files:
+        if taken >= max_molecules:
+            return
+        sc = _load_target(path)
+        if sc is None or int(np.sum(sc.z != HYDROGEN)) > max_heavy:
+            continue
+        rot = rotatable_bonds(sc.molecule, sc.z)
+        if rot > max_rotatable:
+            continue
+        taken += 1
+        yield name, sc, sc.space_group()[0], rot
 
 
-def score(result, true: SymmetricCrystal) -> dict:
-    """solved@K, first solving rank, best n_matched (top 30) of a SearchResult against the true crystal."""
+def score(candidates, true: SymmetricCrystal, clusters=None) -> dict:
+    """solved@K, first solving rank, best n_matched (top 30) of ranked candidates (or of ``clusters``,
+    [17, n, 3] arrays in rank order) against the true crystal."""
     true_cluster = true.cluster()
     topo = ClusterTopology(true_cluster[0], true.z)
     solved, best_n, best_rmsd = [], 0, math.nan
-    for c in result.candidates[: max(TOP_K)]:
-        cluster = c.crystal.cluster()
+    items = clusters if clusters is not None else [c.crystal.cluster() for c in candidates[: max(TOP_K)]]
+    for cluster in items[: max(TOP_K)]:
         valid, _ = cluster_validity(cluster, true.z)
         m = packing_match(cluster, true_cluster, true.z, topology=topo)
         solved.append(bool(valid and m.matched))
@@ -134,61 +173,124 @@ def score(result, true: SymmetricCrystal) -> dict:
             "best_rmsd": best_rmsd}
 
 
+_MODEL = None
+
+
+def _init_worker(model_path: str | None) -> None:
+    global _MODEL
+    torch.set_num_threads(1)
+    if model_path:
+        from crystalflow.search.refine import load_refiner
+
+        _MODEL = load_refiner(model_path)
+
+
+def run_target(job) -> dict:
+    """Every setting on one target (module docstring); one row per setting."""
+    k, name, true, number, rot, args = job
+    general = true.n_molecules == len(true.rotations)
+    if args.space_groups == "true":
+        groups = [COMMON[number]]
+    else:
+        groups = list(COMMON_SPACE_GROUPS)
+    e_exp = relax_crystal(true).energy_after
+    rows = []
+    base = dict(name=name, formula=formula(true.z), rot=rot, number=number, general=general,
+                searched=number in {g.number for g in groups}, e_exp=e_exp)
+    t = time.perf_counter()
+    result = search_crystals(true.molecule, true.z, args.candidates, space_groups=groups,
+                             rng=np.random.default_rng([args.seed, k]), time_budget_s=args.seconds,
+                             max_steps=args.max_steps, progress=False)
+    seconds = time.perf_counter() - t
+    rows.append({**base, **score(result.candidates, true), "setting": "search", "seconds": seconds,
+                 "n": len(result.candidates), "generated": result.n_generated,
+                 "e1": result.candidates[0].energy if result.candidates else math.nan})
+    if _MODEL is not None:
+        until = seconds * (1.0 - args.refine_fraction)
+        t = time.perf_counter()
+        refined = refine_result(result, _MODEL, until=until, time_budget_s=seconds - until)
+        rows.append({**base, **score(refined.candidates, true), "setting": "search+model",
+                     "seconds": until + time.perf_counter() - t, "n": len(refined.candidates),
+                     "generated": refined.n_generated, "refined_kept": refined.n_refined_kept,
+                     "refined_top": sum(c.origin == "refined" for c in refined.candidates[:30]),
+                     "e1": refined.candidates[0].energy if refined.candidates else math.nan})
+    if args.predict:
+        from crystalflow.apps.predict import predict
+        from crystalflow.structure.molecule_input import Molecule3D
+
+        mol = Molecule3D(x=true.molecule, z=true.z, name=name)
+        t = time.perf_counter()
+        cands = predict(mol, progress=False, mode="model", samples=8, model=args.predict_model)
+        rows.append({**base, **score(None, true, clusters=[c.x for c in cands]), "setting": "predict (model)",
+                     "seconds": time.perf_counter() - t, "n": len(cands), "generated": len(cands), "e1": math.nan})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="cod,csd500")
-    ap.add_argument("--max-molecules", type=int, default=10)
-    ap.add_argument("--candidates", type=int, default=60, help="crystals generated per molecule")
-    ap.add_argument("--seconds", type=float, default=None, help="time budget per molecule (none: all candidates)")
+    ap.add_argument("--split-of", default=None, help="a build directory: take the targets from one of its splits")
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--max-molecules", type=int, default=100)
+    ap.add_argument("--candidates", type=int, default=2000, help="crystals generated per molecule")
+    ap.add_argument("--seconds", type=float, default=300.0, help="time budget per molecule (one core)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--space-groups", choices=("true", "common"), default="common")
     ap.add_argument("--max-heavy", type=int, default=20)
     ap.add_argument("--max-rotatable", type=int, default=2)
     ap.add_argument("--max-steps", type=int, default=300)
+    ap.add_argument("--model", default=None, help="refinement model (run or exported model directory)")
+    ap.add_argument("--refine-fraction", type=float, default=REFINE_FRACTION)
+    ap.add_argument("--predict", action="store_true", help="also today's model-mode predict")
+    ap.add_argument("--predict-model", default=None, help="model of --predict (default: the shipped one)")
+    ap.add_argument("--workers", type=int, default=1, help="molecules searched at once (one core each)")
+    ap.add_argument("--csv", default=None, help="write every row here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    print(f"budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s limit; space groups: "
-          f"{args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, ≤ {args.max_rotatable} rotatable bonds; "
-          f"{torch.get_num_threads()} thread", flush=True)
-    header = (f"{'molecule':28s} {'formula':14s} {'rot':>3s} {'true sg':>7s} {'srch':>4s} {'gen':>3s} {'cand':>4s} "
-              f"{'@1':>2s} {'@10':>3s} {'@30':>3s} {'first':>5s} {'best n':>6s} {'rmsd':>5s} {'E1 kJ/mol':>9s} {'s':>6s}")
+    files = _split_files(args.split_of, args.split) if args.split_of else _set_files(args.sets.split(","))
+    jobs = []
+    for k, (name, true, number, rot) in enumerate(targets(files, args.max_heavy, args.max_rotatable, args.max_molecules)):
+        if args.space_groups == "true" and number not in COMMON:
+            print(f"{name:28s} skipped: space group {number} is not one of the common ones", flush=True)
+            continue
+        jobs.append((k, name, true, number, rot, args))
+    print(f"{len(jobs)} molecules; budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s on one "
+          f"core; space groups: {args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, "
+          f"≤ {args.max_rotatable} rotatable bonds; model {args.model}; {args.workers} worker(s)", flush=True)
+    header = (f"{'molecule':24s} {'setting':15s} {'formula':12s} {'rot':>3s} {'sg':>5s} {'gen':>4s} {'cand':>4s} "
+              f"{'@1':>2s} {'@10':>3s} {'@30':>3s} {'first':>5s} {'best n':>6s} {'rmsd':>5s} {'E1':>7s} {'E_exp':>7s} {'s':>5s}")
     print(header, flush=True)
     rows = []
-    for k, (name, true, number, rot) in enumerate(targets(args.sets.split(","), args.max_heavy, args.max_rotatable,
-                                                       args.max_molecules)):
-        general = true.n_molecules == len(true.rotations)
-        if args.space_groups == "true":
-            if number not in COMMON:
-                print(f"{name:28s} skipped: space group {number} is not one of the common ones", flush=True)
-                continue
-            groups = [COMMON[number]]
-        else:
-            groups = list(COMMON_SPACE_GROUPS)
-        t = time.perf_counter()
-        result = search_crystals(true.molecule, true.z, args.candidates, space_groups=groups,
-                                 rng=np.random.default_rng([args.seed, k]), time_budget_s=args.seconds,
-                                 max_steps=args.max_steps, progress=False)
-        seconds = time.perf_counter() - t
-        r = score(result, true)
-        r.update(name=name, number=number, searched=number in {g.number for g in groups}, general=general,
-                 seconds=seconds, n=len(result.candidates), generated=result.n_generated)
-        rows.append(r)
-        yn = {True: "y", False: "-"}
-        e1 = result.candidates[0].energy if result.candidates else math.nan
-        print(f"{name:28s} {formula(true.z):14s} {rot:3d} {number:4d}{'' if general else '*':3s} {yn[r['searched']]:>4s} "
-              f"{result.n_generated:3d} {r['n']:4d} {yn[r['solved@1']]:>2s} {yn[r['solved@10']]:>3s} {yn[r['solved@30']]:>3s} "
-              f"{r['first'] or '-':>5} {r['best_n']:6d} {r['best_rmsd']:5.2f} {e1:9.1f} {seconds:6.0f}", flush=True)
+    yn = {True: "y", False: "-"}
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.model,)) as pool:
+        for out in pool.imap(run_target, jobs):
+            for r in out:
+                rows.append(r)
+                print(f"{r['name'][:24]:24s} {r['setting']:15s} {r['formula'][:12]:12s} {r['rot']:3d} "
+                      f"{r['number']:4d}{'' if r['general'] else '*':1s} {r['generated']:4d} {r['n']:4d} "
+                      f"{yn[r['solved@1']]:>2s} {yn[r['solved@10']]:>3s} {yn[r['solved@30']]:>3s} {r['first'] or '-':>5} "
+                      f"{r['best_n']:6d} {r['best_rmsd']:5.2f} {r['e1']:7.1f} {r['e_exp']:7.1f} {r['seconds']:5.0f}",
+                      flush=True)
     if not rows:
         print("no molecules")
         return
+    if args.csv:
+        with open(args.csv, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
+            w.writeheader()
+            w.writerows(rows)
     print("(*: the true molecule sits on a special position, which the generator does not place molecules on)")
     print()
-    sol = {k: 100 * np.mean([r[f"solved@{k}"] for r in rows]) for k in TOP_K}
-    print(f"{'setting':8s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s} {'searched':>8s} "
+    print(f"{'setting':15s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s} {'exp missed':>10s} "
           f"{'best n med':>10s} {'median s':>8s} {'max s':>6s}")
-    print(f"{args.space_groups:8s} {len(rows):9d} {sol[1]:7.1f}% {sol[10]:8.1f}% {sol[30]:8.1f}% "
-          f"{sum(r['searched'] and r['general'] for r in rows):8d} {np.median([r['best_n'] for r in rows]):10.0f} "
-          f"{np.median([r['seconds'] for r in rows]):8.0f} {max(r['seconds'] for r in rows):6.0f}")
+    for setting in dict.fromkeys(r["setting"] for r in rows):
+        sub = [r for r in rows if r["setting"] == setting]
+        sol = {k: 100 * np.mean([r[f"solved@{k}"] for r in sub]) for k in TOP_K}
+        missed = sum(r["e_exp"] < r["e1"] - 0.5 for r in sub)
+        print(f"{setting:15s} {len(sub):9d} {sol[1]:7.1f}% {sol[10]:8.1f}% {sol[30]:8.1f}% {missed:10d} "
+              f"{np.median([r['best_n'] for r in sub]):10.0f} {np.median([r['seconds'] for r in sub]):8.0f} "
+              f"{max(r['seconds'] for r in sub):6.0f}")
 
 
 if __name__ == "__main__":

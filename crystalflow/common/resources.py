@@ -1,5 +1,5 @@
 """Files shipped inside the package (``crystalflow/resources/``): the embedded COD CIFs, the default model,
-the vendored 3Dmol.js."""
+the search model, the vendored 3Dmol.js."""
 from __future__ import annotations
 
 from importlib import resources
@@ -21,3 +21,13 @@ def embedded_cif_dir() -> str:
     63
     """
     return resource_path("cod")
+
+
+#: folder of the search's refinement model (CrystalFlow-Rigid trained on the 'melt' noise), under resources
+SEARCH_MODEL = ("models", "search")
+
+
+def search_model_dir() -> str:
+    """Folder of the model :mod:`crystalflow.search.refine` uses by default (``checkpoint.pt`` + ``config.json``
+    + its model card ``README.md``)."""
+    return resource_path(*SEARCH_MODEL)

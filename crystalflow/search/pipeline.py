@@ -41,11 +41,13 @@ Example::
 """
 from __future__ import annotations
 
+import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
 from crystalflow.evaluation.matching import SHELL, ClusterTopology, packing_match
 from crystalflow.physics.energy import EnergySettings
@@ -58,6 +60,7 @@ from crystalflow.search.generate import (
     generate_crystals,
     molecular_volume,
 )
+from crystalflow.search.refine import refine_crystals
 from crystalflow.search.spacegroups import (
     COMMON_SPACE_GROUPS,
     SpaceGroup,
@@ -80,6 +83,10 @@ BATCH_SIZE = 8
 RELAX_BATCH = 1
 #: L-BFGS iterations per relaxation
 MAX_STEPS = 300
+#: distinct candidates (lowest energy first) the model refines (:func:`refine_result`)
+REFINE_TOP = 30
+#: share of a search's time budget kept for the model's refinement
+REFINE_FRACTION = 0.25
 
 
 class SearchError(ValueError):
@@ -103,6 +110,8 @@ class Candidate:
     max_overlap: float  #: Å, largest heavy-atom overlap in its cluster
     duplicates: int = 0  #: other candidates found to be this structure
     rank: int = 0  #: 1 for the lowest energy
+    seconds: float = 0.0  #: when it was found, seconds after the search started
+    origin: str = "search"  #: "search" (generated and relaxed) or "refined" (a candidate moved by the model)
 
 
 @dataclass
@@ -122,14 +131,19 @@ class SearchResult:
     relax_seconds: float = 0.0
     timed_out: bool = False  #: batches were left out because ``time_budget_s`` ran out
     seed: int | None = None
+    found: list[Candidate] = field(default_factory=list, repr=False)  #: every valid relaxed crystal, before de-duplication
+    n_refined: int = 0  #: candidates handed to the model (:func:`refine_result`)
+    n_refined_kept: int = 0  #: refined crystals that relaxed, were valid and new
+    refine_seconds: float = 0.0
 
     def __len__(self) -> int:
         return len(self.candidates)
 
     def summary(self) -> str:
         """One line: counts and times."""
+        refined = (f"; {self.n_refined_kept} new of {self.n_refined} refined by the model" if self.n_refined else "")
         return (f"{len(self.candidates)} candidates from {self.n_generated} generated ({self.n_invalid} invalid, "
-                f"{self.n_duplicates} duplicates) in {self.seconds:.1f} s"
+                f"{self.n_duplicates} duplicates{refined}) in {self.seconds:.1f} s"
                 + (" (time budget reached)" if self.timed_out else ""))
 
 
@@ -209,13 +223,100 @@ def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TO
     return kept, removed
 
 
+@dataclass
+class _BatchJob:
+    """One unit of the schedule: generate ``size`` crystals in ``group`` from ``seed`` and relax them."""
+
+    x: np.ndarray
+    z: np.ndarray
+    group: int
+    size: int
+    seed: int
+    ff: object
+    max_steps: int
+    gtol: float
+    settings: EnergySettings | None
+    relax_batch: int
+    deadline: float | None  #: time.time() after which no relaxation starts
+    generate_options: dict
+
+
+@dataclass
+class _BatchOutput:
+    relaxed: list  #: (CrystalRelaxation, max overlap) per relaxed crystal
+    n_generated: int
+    generate_seconds: float
+    relax_seconds: float
+    timed_out: bool
+
+
+def _run_batch(job: _BatchJob) -> _BatchOutput:
+    """Generate and relax one batch (in this process or a worker)."""
+    out = _BatchOutput([], 0, 0.0, 0.0, False)
+    if job.deadline is not None and time.time() > job.deadline:
+        out.timed_out = True
+        return out
+    t = time.perf_counter()
+    gen = generate_crystals(job.x, job.z, spacegroups.space_group(job.group), job.size,
+                            np.random.default_rng(job.seed), **job.generate_options)
+    out.generate_seconds = time.perf_counter() - t
+    out.n_generated = len(gen.crystals)
+    for start in range(0, len(gen.crystals), job.relax_batch):
+        if job.deadline is not None and time.time() > job.deadline:
+            out.timed_out = True
+            break
+        t = time.perf_counter()
+        relaxed = relax_crystal(gen.crystals[start:start + job.relax_batch], job.ff, max_steps=job.max_steps,
+                                gtol=job.gtol, settings=job.settings)
+        out.relax_seconds += time.perf_counter() - t
+        out.relaxed += [(r, max_overlap(r.crystal.cluster(), job.z)) for r in relaxed]
+    return out
+
+
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
+def _run_batches(jobs: list[_BatchJob], workers: int):
+    """(job, output) in schedule order: here (``workers`` = 1) or in ``workers`` spawned processes, at most
+    two batches per worker in flight, none started after the deadline."""
+    if workers <= 1:
+        for job in jobs:
+            out = _run_batch(job)
+            yield job, out
+            if out.timed_out:
+                return
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init) as pool:
+        pending = iter(jobs)
+        flight = [(job, pool.submit(_run_batch, job)) for job in itertools.islice(pending, 2 * workers)]
+        while flight:
+            job, future = flight.pop(0)
+            out = future.result()
+            yield job, out
+            if out.timed_out:
+                for _, f in flight:
+                    f.cancel()
+                for j, f in flight:  # batches already running finish (each stops at the deadline)
+                    if not f.cancelled():
+                        yield j, f.result()
+                return
+            nxt = next(pending, None)
+            if nxt is not None:
+                flight.append((nxt, pool.submit(_run_batch, nxt)))
+
+
 def search_crystals(
     molecule: np.ndarray, z: np.ndarray, n_candidates: int = 100, *,
     space_groups=COMMON_SPACE_GROUPS, rng: np.random.Generator | int | None = None,
     time_budget_s: float | None = None, max_steps: int = MAX_STEPS, gtol: float = GTOL,
     energy_settings: EnergySettings | None = None, batch_size: int = BATCH_SIZE, relax_batch: int = RELAX_BATCH,
     energy_tolerance: float = ENERGY_TOLERANCE, density_tolerance: float = DENSITY_TOLERANCE,
-    duplicate_rmsd: float = DUPLICATE_RMSD, progress: bool = True, **generate_options,
+    duplicate_rmsd: float = DUPLICATE_RMSD, progress: bool = True, refine_model=None, refine_top: int = REFINE_TOP,
+    refine_fraction: float = REFINE_FRACTION, workers: int = 1, **generate_options,
 ) -> SearchResult:
     """Search the crystal structures of the rigid ``molecule [n, 3]`` (Å; atomic numbers ``z [n]``): ``n_candidates``
     random Z' = 1 crystals in ``space_groups`` (numbers, symbols or :class:`SpaceGroup`; default the 11 common
@@ -226,8 +327,11 @@ def search_crystals(
     batch or relaxation starts after that many seconds; ``batch_size``: crystals generated per seed (the schedule's unit);
     ``relax_batch``: crystals relaxed in one call; ``max_steps``, ``gtol``, ``energy_settings``: those of
     :func:`crystalflow.physics.relax.relax_crystal`; ``generate_options``: those of
-    :func:`crystalflow.search.generate.generate_crystals`; ``progress``: a tqdm bar on stderr.
-    Raises :class:`SearchError` on bad input.
+    :func:`crystalflow.search.generate.generate_crystals`; ``progress``: a tqdm bar on stderr; ``workers``:
+    processes that generate and relax batches at once (spawned, one torch thread each; from a script, call
+    it under ``if __name__ == "__main__":``), the result the same as with one, but for where a time budget
+    cuts; ``refine_model``: a flow model that refines the ``refine_top`` lowest candidates within
+    ``refine_fraction`` of the time budget (:func:`refine_result`). Raises :class:`SearchError` on bad input.
 
     Example::
 
@@ -238,9 +342,14 @@ def search_crystals(
     x, zz, groups = _check(molecule, z, n_candidates, space_groups, time_budget_s, batch_size)
     if not isinstance(relax_batch, (int, np.integer)) or relax_batch < 1:
         raise SearchError(f"relax_batch must be a positive integer, got {relax_batch!r}")
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise SearchError(f"workers must be a positive integer, got {workers!r}")
     seed = int(rng) if isinstance(rng, (int, np.integer)) else None
     gen_rng = np.random.default_rng(rng)
     t0 = time.perf_counter()
+    search_budget = time_budget_s
+    if refine_model is not None and time_budget_s is not None:
+        search_budget = time_budget_s * (1.0 - refine_fraction)
     schedule = _schedule(groups, int(n_candidates), int(batch_size), gen_rng)
     ff = assign(zz, x)
     result = SearchResult(candidates=[], space_groups=tuple(g.symbol for g in groups), n_requested=int(n_candidates),
@@ -250,45 +359,104 @@ def search_crystals(
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=int(n_candidates), desc="search", unit="crystal", leave=False)
+    deadline = None if search_budget is None else time.time() + search_budget - (time.perf_counter() - t0)
+    jobs = [_BatchJob(x, zz, group.number, size, batch_seed, ff, max_steps, gtol, energy_settings, relax_batch,
+                      deadline, generate_options) for group, size, batch_seed in schedule]
     try:
-        for group, size, batch_seed in schedule:
-            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-                result.timed_out = True
-                break
-            t = time.perf_counter()
-            gen = generate_crystals(x, zz, group, size, np.random.default_rng(batch_seed), **generate_options)
-            result.generate_seconds += time.perf_counter() - t
-            result.n_generated += len(gen.crystals)
-            result.per_group[group.symbol] = result.per_group.get(group.symbol, 0) + len(gen.crystals)
-            for start in range(0, len(gen.crystals), relax_batch):
-                if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
-                    result.timed_out = True
-                    break
-                t = time.perf_counter()
-                relaxed = relax_crystal(gen.crystals[start:start + relax_batch], ff, max_steps=max_steps, gtol=gtol,
-                                        settings=energy_settings)
-                result.relax_seconds += time.perf_counter() - t
-                result.n_relaxed += len(relaxed)
-                for j, r in enumerate(relaxed):
-                    index = result.n_relaxed - len(relaxed) + j
-                    overlap = max_overlap(r.crystal.cluster(), zz)
-                    if not math.isfinite(r.energy_after) or overlap >= VALIDITY_OVERLAP:
-                        result.n_invalid += 1
-                        continue
-                    found.append(Candidate(
-                        crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
-                        packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
-                        generated_in=group.symbol, index=index, energy_unrelaxed=r.energy_before,
-                        steps=r.steps, converged=r.converged, max_overlap=overlap))
+        for job, out in _run_batches(jobs, workers):
+            result.generate_seconds += out.generate_seconds
+            result.relax_seconds += out.relax_seconds
+            result.n_generated += out.n_generated
+            symbol = spacegroups.space_group(job.group).symbol
+            result.per_group[symbol] = result.per_group.get(symbol, 0) + out.n_generated
+            for r, overlap in out.relaxed:
+                index = result.n_relaxed
+                result.n_relaxed += 1
+                if not math.isfinite(r.energy_after) or overlap >= VALIDITY_OVERLAP:
+                    result.n_invalid += 1
+                    continue
+                found.append(Candidate(
+                    crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
+                    packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
+                    generated_in=symbol, index=index, energy_unrelaxed=r.energy_before,
+                    steps=r.steps, converged=r.converged, max_overlap=overlap,
+                    seconds=time.perf_counter() - t0))
             if bar is not None:
-                bar.update(size)
-            if result.timed_out:
-                break
+                bar.update(job.size)
+            if out.timed_out:
+                result.timed_out = True
     finally:
         if bar is not None:
             bar.close()
-    result.candidates, result.n_duplicates = deduplicate(found, energy_tolerance, density_tolerance, duplicate_rmsd)
+    result.found = found
+    result.candidates, result.n_duplicates = deduplicate([replace(c) for c in found], energy_tolerance,
+                                                         density_tolerance, duplicate_rmsd)
     for rank, c in enumerate(result.candidates, 1):
         c.rank = rank
     result.seconds = time.perf_counter() - t0
+    if refine_model is not None:
+        left = None if time_budget_s is None else max(time_budget_s - result.seconds, 0.0)
+        result = refine_result(result, refine_model, top=refine_top, time_budget_s=left, ff=ff,
+                               energy_settings=energy_settings, energy_tolerance=energy_tolerance,
+                               density_tolerance=density_tolerance, duplicate_rmsd=duplicate_rmsd)
+        result.seconds = time.perf_counter() - t0
     return result
+
+
+def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: float | None = None,
+                  time_budget_s: float | None = None, ff=None, energy_settings: EnergySettings | None = None,
+                  seed: int = 0, energy_tolerance: float = ENERGY_TOLERANCE, density_tolerance: float = DENSITY_TOLERANCE,
+                  duplicate_rmsd: float = DUPLICATE_RMSD) -> SearchResult:
+    """A new :class:`SearchResult`: the distinct candidates of ``result`` found within ``until`` seconds (all
+    when None), the ``top`` lowest in energy refined by ``model``
+    (:func:`crystalflow.search.refine.refine_crystals`, within ``time_budget_s`` seconds), the valid refined
+    crystals added (``origin="refined"``), all de-duplicated and ranked again by energy.
+
+    ``until`` replays a shorter search from a longer one (the schedule is the same): the search of
+    ``until`` seconds plus refinement, set against the search of ``until`` + refinement seconds, is the
+    equal-time ablation of ``bench/predict_crystals.py``.
+
+    Example::
+
+        from crystalflow.search.refine import load_refiner
+
+        refined = refine_result(search_crystals(molecule, z, 200, rng=0), load_refiner(), top=30)
+        [c.origin for c in refined.candidates[:10]]
+    """
+    t0 = time.perf_counter()
+    found = [replace(c, duplicates=0, rank=0) for c in result.found if until is None or c.seconds <= until]
+    distinct, _ = deduplicate([replace(c) for c in found], energy_tolerance, density_tolerance, duplicate_rmsd)
+    parents = distinct[:top]
+    out = replace(result, candidates=[], found=found, n_refined=len(parents))
+    if until is not None:  # the counts of the shorter search
+        out.n_generated = out.n_relaxed = len(found)
+        out.seconds = until
+    if not parents:
+        out.candidates, out.n_duplicates = distinct, 0
+        return out
+    z = parents[0].crystal.z
+    ff = ff or assign(z, parents[0].crystal.molecule)
+    refined = refine_crystals([c.crystal for c in parents], model, ff, seed=seed, time_budget_s=time_budget_s,
+                              settings=energy_settings)
+    start = (until if until is not None else result.seconds)
+    new = []
+    for parent, r in zip(parents, refined):
+        if r is None:
+            continue
+        overlap = max_overlap(r.crystal.cluster(), z)
+        if overlap >= VALIDITY_OVERLAP:
+            continue
+        new.append(Candidate(crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
+                             packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
+                             generated_in=parent.generated_in, index=parent.index, energy_unrelaxed=r.energy_before,
+                             steps=r.steps, converged=r.converged, max_overlap=overlap,
+                             seconds=start + time.perf_counter() - t0, origin="refined"))
+    out.refine_seconds = time.perf_counter() - t0
+    out.seconds = start + out.refine_seconds
+    candidates, out.n_duplicates = deduplicate(distinct + new, energy_tolerance, density_tolerance, duplicate_rmsd)
+    out.n_refined_kept = sum(c.origin == "refined" for c in candidates)
+    out.found = found + new
+    for rank, c in enumerate(candidates, 1):
+        c.rank = rank
+    out.candidates = candidates
+    return out
