@@ -109,15 +109,16 @@ def _load_target(path: str):
 def _split_files(dataset: str, split: str) -> list[tuple[str, str]]:
     """(name, CIF path) of the crystals of one split of a build (one per ``key``)."""
     seen, out = set(), []
+    splits = split.split(",")
     with open(os.path.join(dataset, "clusters.csv"), newline="") as f:
         for row in csv.DictReader(f):
-            if row["split"] != split or row["key"] in seen:
+            if row["split"] not in splits or row["key"] in seen:
                 continue
             seen.add(row["key"])
             src = row["source"]
             for cand in (src, os.path.join(os.path.dirname(os.path.abspath(dataset)), src)):
                 if os.path.isfile(cand):
-                    out.append((row["key"].removesuffix(".cif"), cand))
+                    out.append((f"{row['split']}/{row['key'].removesuffix('.cif')}", cand))
                     break
             else:
                 print(f"skipping {row['key']}: {src} not found", file=sys.stderr)
@@ -230,7 +231,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sets", default="cod,csd500")
     ap.add_argument("--split-of", default=None, help="a build directory: take the targets from one of its splits")
-    ap.add_argument("--split", default="test")
+    ap.add_argument("--split", default="test", help="split(s) of --split-of, comma-separated")
     ap.add_argument("--max-molecules", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=2000, help="crystals generated per molecule")
     ap.add_argument("--seconds", type=float, default=300.0, help="time budget per molecule (one core)")
@@ -257,7 +258,7 @@ def main() -> None:
     print(f"{len(jobs)} molecules; budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s on one "
           f"core; space groups: {args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, "
           f"≤ {args.max_rotatable} rotatable bonds; model {args.model}; {args.workers} worker(s)", flush=True)
-    header = (f"{'molecule':24s} {'setting':15s} {'formula':12s} {'rot':>3s} {'sg':>5s} {'gen':>4s} {'cand':>4s} "
+    header = (f"{'molecule':32s} {'setting':15s} {'formula':12s} {'rot':>3s} {'sg':>5s} {'gen':>4s} {'cand':>4s} "
               f"{'@1':>2s} {'@10':>3s} {'@30':>3s} {'first':>5s} {'best n':>6s} {'rmsd':>5s} {'E1':>7s} {'E_exp':>7s} {'s':>5s}")
     print(header, flush=True)
     rows = []
@@ -267,7 +268,7 @@ def main() -> None:
         for out in pool.imap(run_target, jobs):
             for r in out:
                 rows.append(r)
-                print(f"{r['name'][:24]:24s} {r['setting']:15s} {r['formula'][:12]:12s} {r['rot']:3d} "
+                print(f"{r['name'][:32]:32s} {r['setting']:15s} {r['formula'][:12]:12s} {r['rot']:3d} "
                       f"{r['number']:4d}{'' if r['general'] else '*':1s} {r['generated']:4d} {r['n']:4d} "
                       f"{yn[r['solved@1']]:>2s} {yn[r['solved@10']]:>3s} {yn[r['solved@30']]:>3s} {r['first'] or '-':>5} "
                       f"{r['best_n']:6d} {r['best_rmsd']:5.2f} {r['e1']:7.1f} {r['e_exp']:7.1f} {r['seconds']:5.0f}",
@@ -282,13 +283,17 @@ def main() -> None:
             w.writerows(rows)
     print("(*: the true molecule sits on a special position, which the generator does not place molecules on)")
     print()
-    print(f"{'setting':15s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s} {'exp missed':>10s} "
+    print(f"{'setting':24s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s} {'exp missed':>10s} "
           f"{'best n med':>10s} {'median s':>8s} {'max s':>6s}")
-    for setting in dict.fromkeys(r["setting"] for r in rows):
-        sub = [r for r in rows if r["setting"] == setting]
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["setting"], []).append(r)
+        if "/" in r["name"] and args.split_of and "," in args.split:
+            groups.setdefault(f"{r['setting']} [{r['name'].split('/')[0]}]", []).append(r)
+    for setting, sub in groups.items():
         sol = {k: 100 * np.mean([r[f"solved@{k}"] for r in sub]) for k in TOP_K}
         missed = sum(r["e_exp"] < r["e1"] - 0.5 for r in sub)
-        print(f"{setting:15s} {len(sub):9d} {sol[1]:7.1f}% {sol[10]:8.1f}% {sol[30]:8.1f}% {missed:10d} "
+        print(f"{setting:24s} {len(sub):9d} {sol[1]:7.1f}% {sol[10]:8.1f}% {sol[30]:8.1f}% {missed:10d} "
               f"{np.median([r['best_n'] for r in sub]):10.0f} {np.median([r['seconds'] for r in sub]):8.0f} "
               f"{max(r['seconds'] for r in sub):6.0f}")
 

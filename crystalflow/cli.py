@@ -22,6 +22,7 @@ from crystalflow.common.vocabulary import (
     DEFAULT_NOISE_PRESET,
     DEFAULT_SEARCH_CANDIDATES,
     DEFAULT_SEARCH_SECONDS,
+    DEFAULT_SEARCH_WORKERS,
     DEFAULT_SIMILARITY_WIDTH,
     DEFAULT_SOLVER,
     DEFAULT_SPLIT_BY,
@@ -226,7 +227,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
     if args.shard is not None and args.batch is None:
         raise UserError("--shard needs --batch FILE")
     search = {"candidates": args.candidates, "seconds": args.seconds, "space_groups": _space_groups(args.space_groups),
-              "conformers": args.conformers, "pxrd": args.pxrd, "max_steps": args.max_steps}
+              "conformers": args.conformers, "pxrd": args.pxrd, "max_steps": args.max_steps,
+              "workers": args.workers, "refine": args.refine}
     if args.batch is not None:
         from crystalflow.apps.predict_batch import parse_shard, run_batch
         shard = parse_shard(args.shard)
@@ -236,7 +238,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
               f"{r['failed']} failed; table {r['summary']}" + (f", failures {r['failures']}" if r["failed"] else ""))
         return
     if mode == "model":
-        for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers)):
+        for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers), ("--refine", args.refine)):
             if value is not None:
                 raise UserError(f"{option} applies to --mode search")
         cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed,
@@ -451,6 +453,12 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--pxrd", default=None, metavar="PATTERN.xy",
                     help="search: a measured powder pattern; candidates get its similarity and ranking_pxrd.csv")
     pr.add_argument("--max-steps", type=_positive, default=None, help="search: L-BFGS steps per relaxation (300)")
+    pr.add_argument("--workers", type=_positive, default=DEFAULT_SEARCH_WORKERS,
+                    help="search: processes relaxing crystals at once (e.g. the number of cores; default 1)")
+    pr.add_argument("--refine", nargs="?", const=True, default=None, metavar="MODEL",
+                    help="search: refine the lowest candidates with a flow model (the shipped search model, or a "
+                         "run/model directory); off by default: it did not raise success on held-out molecules "
+                         "(docs/search.md)")
     pr.add_argument("--model", default=None, help="model: training run directory (default: the shipped model)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--steps", type=_positive, default=None, help=f"model: Euler steps of the flow ({DEFAULT_STEPS})")

@@ -10,7 +10,9 @@ molecule (molecule, folder, best energy, density, space group, seconds).
 
 ``shard = (i, n)`` takes molecules i, i + n, i + 2n, ... (``--shard i/n``, e.g.
 ``--shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT`` with 1-based array indices); each shard writes its
-own ``batch_summary.shard-i-of-n.csv`` and ``failures.shard-i-of-n.csv`` so the shards never write one file.
+own ``batch_summary.shard-i-of-n.csv`` and ``failures.shard-i-of-n.csv`` so the shards never write one file;
+when a shard ends it merges every shard table present into ``batch_summary.csv`` and ``failures.csv``
+(:func:`merge_shards`, written atomically), so the last shard to finish leaves the whole library's tables.
 """
 from __future__ import annotations
 
@@ -108,6 +110,27 @@ def _finished_row(entry: BatchEntry, folder: str) -> dict | None:
             "space_group": first.get("space_group", ""), "seconds": seconds}
 
 
+def _read_rows(path: str) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def merge_shards(out_dir: str, n: int) -> dict[str, int]:
+    """Merge the ``batch_summary``/``failures`` tables of the shards ``i-of-n`` present in ``out_dir`` into
+    ``batch_summary.csv`` and ``failures.csv`` (rows in folder / line order); returns the rows of each."""
+    merged = {}
+    for stem, columns, key in (("batch_summary", BATCH_COLUMNS, "folder"), ("failures", FAILURE_COLUMNS, "line")):
+        rows = []
+        for i in range(1, n + 1):
+            path = os.path.join(out_dir, f"{stem}.shard-{i}-of-{n}.csv")
+            if os.path.exists(path):
+                rows += _read_rows(path)
+        rows.sort(key=lambda r: (int(r[key]) if key == "line" else r[key]))
+        write_csv(os.path.join(out_dir, f"{stem}.csv"), rows, columns)
+        merged[stem] = len(rows)
+    return merged
+
+
 def run_batch(batch_file: str, out_dir: str, shard: tuple[int, int] | None = None, progress: bool = True,
               **options) -> dict:
     """Predict every molecule of ``batch_file`` (of the ``shard``) into ``out_dir``; ``options`` go to
@@ -145,5 +168,7 @@ def run_batch(batch_file: str, out_dir: str, shard: tuple[int, int] | None = Non
         write_csv(summary_path, rows, BATCH_COLUMNS)  # after every molecule: a killed batch keeps its table
     write_csv(summary_path, rows, BATCH_COLUMNS)
     write_csv(failures_path, failures, FAILURE_COLUMNS)
+    if shard is not None:
+        merge_shards(out_dir, shard[1])
     return {"molecules": len(entries), "predicted": done, "skipped": skipped, "failed": len(failures),
             "summary": summary_path, "failures": failures_path}

@@ -147,13 +147,16 @@ def predict_crystals(
     molecule: str | os.PathLike | Molecule3D, out_dir: str | None = None, *, candidates: int = DEFAULT_SEARCH_CANDIDATES,
     seconds: float | None = DEFAULT_SEARCH_SECONDS, samples: int = DEFAULT_TOP, space_groups=None, seed: int = 0,
     conformers: int | None = None, pxrd: str | os.PathLike | None = None, max_steps: int | None = None,
-    progress: bool = True,
+    progress: bool = True, workers: int = 1, refine=None,
 ) -> list[CrystalCandidate]:
     """The ``samples`` lowest-energy crystals found by searching ``candidates`` random crystals of ``molecule``.
 
     ``seconds``: time budget of the whole search (None: none); ``space_groups``: numbers or symbols (default the
     11 common ones, CSD-weighted); ``conformers``: see the module docstring; ``pxrd``: a measured pattern
-    file to compare with; ``max_steps``: L-BFGS steps per relaxation (default the search's). With ``out_dir``
+    file to compare with; ``max_steps``: L-BFGS steps per relaxation (default the search's); ``workers``:
+    processes relaxing at once; ``refine``: a flow model, a run/model directory or True (the shipped search
+    model, :func:`crystalflow.search.refine.load_refiner`) that refines the lowest candidates within a quarter
+    of the time (off by default: no gain measured, ``docs/search.md``). With ``out_dir``
     every file of the module docstring is written there. Bad input raises :class:`UserError`.
 
     Example::
@@ -184,6 +187,13 @@ def predict_crystals(
         [space_group(g) for g in ((groups,) if isinstance(groups, (str, int)) else groups)]
     except SpaceGroupError as exc:
         raise UserError(str(exc)) from None
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise UserError(f"workers must be a positive integer, got {workers!r}")
+    refine_model = None if refine is None or refine is False else refine
+    if refine is True or isinstance(refine, (str, os.PathLike)):
+        from crystalflow.search.refine import load_refiner
+
+        refine_model = load_refiner(None if refine is True else os.fspath(refine))
     confs = molecule_conformers(molecule, conformers, seed)
     mol = confs[0][0]
     if out_dir is not None:
@@ -203,7 +213,8 @@ def predict_crystals(
                        + (f" within {budget:.0f} s" if budget is not None else ""))
         try:
             result = search_crystals(conf.x, conf.z, share, space_groups=groups, rng=int(s), time_budget_s=budget,
-                                     max_steps=MAX_STEPS if max_steps is None else max_steps, progress=progress)
+                                     max_steps=MAX_STEPS if max_steps is None else max_steps, progress=progress,
+                                     workers=workers, refine_model=refine_model)
         except SearchError as exc:
             raise UserError(f"crystal search: {exc}") from None
         results.append((k, result))
@@ -233,7 +244,8 @@ def predict_crystals(
                               "relaxed": r.n_relaxed, "invalid": r.n_invalid, "duplicates": r.n_duplicates,
                               "distinct": len(r), "per_group": r.per_group, "seconds": r.seconds,
                               "timed_out": r.timed_out, "summary": r.summary()} for k, r in results],
-                "pxrd": None if pxrd is None else os.fspath(pxrd), "seconds": seconds_used}
+                "pxrd": None if pxrd is None else os.fspath(pxrd), "seconds": seconds_used, "workers": workers,
+                "refined": refine_model is not None}
         write_crystal_outputs(out_dir, mol, kept, [(e, k, c) for e, k, _, c in found], info, measured)
         _say(progress, f"wrote {len(kept)} crystals to {out_dir} (open viewer.html or overview.png)")
     return kept

@@ -44,8 +44,11 @@ DEFAULT_EXPORT_WEIGHTS = "best"
 
 #: candidates ``predict`` proposes for a molecule
 DEFAULT_CANDIDATES = 8
-#: crystal search of ``predict``: random crystals generated and relaxed, time budget (s), crystals kept (top K)
-DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP = 60, 300.0, 10
+#: crystal search of ``predict``: random crystals generated and relaxed at most, time budget (s; for a small
+#: molecule the budget ends the search first: about 0.5-1 s per crystal and core), crystals kept (top K)
+DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP = 2000, 300.0, 10
+#: processes of the crystal search (``predict --workers``)
+DEFAULT_SEARCH_WORKERS = 1
 #: noise variants of the benchmark: its Tables 1 (plain), 2 (inversion) and 3 (melt)
 BENCHMARK_VARIANTS = ("plain", "inversion", "melt")
 #: training epochs of the demo model

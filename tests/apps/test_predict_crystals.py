@@ -188,3 +188,7 @@ def test_batch_records_failures_and_resumes(tmp_path, capsys):
     assert main([*argv, "--shard", "2/2"]) == 0  # molecule 2 only (the broken one): its own files
     assert "1 molecules: 0 predicted, 0 already done, 1 failed" in capsys.readouterr().out
     assert (out / "failures.shard-2-of-2.csv").exists() and (out / "batch_summary.shard-2-of-2.csv").exists()
+    assert main([*argv, "--shard", "1/2"]) == 0  # the other shard (resumed): the merged tables hold both shards
+    assert "2 molecules: 0 predicted, 2 already done, 0 failed" in capsys.readouterr().out
+    assert [r["folder"] for r in _rows(out / "batch_summary.csv")] == ["0001_benzene", "0003_CO"]
+    assert [f["line"] for f in _rows(out / "failures.csv")] == ["2"]

@@ -247,6 +247,11 @@ CASES: dict[str, tuple[Case, str]] = {
                       "-q"], "bad powder pattern"),
     "predict/molecule-and-batch": (
         lambda w, t: ["predict", BENZENE, "--batch", str(t / "m.smi"), "-o", str(t / "c"), "-q"], "not both"),
+    "predict/refine-in-model-mode": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--model", w.run, "--refine", "-q"], "--mode search"),
+    "predict/missing-refine-model": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--refine", str(t / "missing"), "--candidates", "1", "-q"],
+        "no training run"),
     # benchmark
     "benchmark/unwritable-output": (lambda w, t: ["benchmark", "--quick", "-o", _unwritable(t), "-q"], "cannot write"),
     "benchmark/missing-shared-data": (

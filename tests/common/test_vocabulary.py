@@ -46,6 +46,7 @@ DEFAULTS = {
     ("sample", "batch"): V.DEFAULT_BATCH_CLUSTERS,
     ("predict", "candidates"): V.DEFAULT_SEARCH_CANDIDATES,
     ("predict", "seconds"): V.DEFAULT_SEARCH_SECONDS,
+    ("predict", "workers"): V.DEFAULT_SEARCH_WORKERS,
     ("demo", "epochs"): V.DEMO_EPOCHS,
 }
 

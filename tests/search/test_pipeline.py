@@ -13,8 +13,10 @@ from crystalflow.search.pipeline import (
     SearchError,
     deduplicate,
     packing_coefficient,
+    refine_result,
     search_crystals,
 )
+from crystalflow.search.refine import load_refiner
 from crystalflow.structure.contacts import is_valid
 
 torch.set_num_threads(1)
@@ -48,6 +50,36 @@ def test_deterministic_for_a_seed(result) -> None:
         assert np.array_equal(a.crystal.lattice, b.crystal.lattice) and a.index == b.index
 
 
+def test_workers_give_the_same_result(result) -> None:
+    parallel = search_crystals(MOL_A, Z_A, 4, space_groups=["P-1", "P21/c"], rng=3, batch_size=2, workers=2, **FAST)
+    assert [c.energy for c in parallel.candidates] == [c.energy for c in result.candidates]
+    assert [c.index for c in parallel.candidates] == [c.index for c in result.candidates]
+    assert parallel.per_group == result.per_group
+
+
+def test_candidates_record_when_and_how_they_were_found(result) -> None:
+    times = [c.seconds for c in result.found]
+    assert len(result.found) == result.n_relaxed - result.n_invalid and times == sorted(times)
+    assert 0 < times[-1] <= result.seconds
+    assert {c.origin for c in result.candidates} == {"search"}
+
+
+def test_refine_result_adds_ranked_refined_candidates(result) -> None:
+    model = load_refiner()
+    refined = refine_result(result, model, top=2)
+    assert refined.n_refined == min(2, len(result.candidates))
+    assert 0 <= refined.n_refined_kept <= refined.n_refined
+    energies = [c.energy for c in refined.candidates]
+    assert energies == sorted(energies) and [c.rank for c in refined.candidates] == list(range(1, len(energies) + 1))
+    assert sum(c.origin == "refined" for c in refined.candidates) == refined.n_refined_kept
+    for c in refined.candidates:
+        assert is_valid(c.crystal.cluster(), Z_A)
+    assert len(result.candidates) <= len(refined.candidates) + refined.n_duplicates
+    # a replay cut before anything was found has nothing to refine
+    early = refine_result(result, model, until=0.0)
+    assert early.candidates == [] and early.n_refined == 0 and early.seconds == 0.0
+
+
 def test_deduplication_removes_a_duplicate(result) -> None:
     best, other = result.candidates[0], result.candidates[-1]
     # the same crystal, its molecule moved by a lattice vector (the same structure), energy a hair higher
@@ -72,6 +104,7 @@ def test_time_budget_stops_the_search() -> None:
     ({"space_groups": ["P6/mmm"]}, "not one of the common"),
     ({"space_groups": []}, "no space group"),
     ({"time_budget_s": -1.0}, "time_budget_s"),
+    ({"workers": 0}, "workers"),
 ])
 def test_bad_input_is_one_line_value_error(kwargs, message) -> None:
     args = dict(molecule=MOL_A, z=Z_A, n_candidates=2, **FAST) | kwargs
