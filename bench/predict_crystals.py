@@ -22,6 +22,9 @@ Per molecule, in the same run:
 - ``search+model`` (with ``--model``): the same search cut at ``(1 - --refine-fraction)`` of its time
   (``refine_result(..., until=...)`` replays the schedule's prefix), then its ``REFINE_TOP`` lowest
   distinct candidates refined by the model within the rest of the time: the same time budget as ``search``;
+- ``search (SMILES)`` (``--from-smiles``, instead of the above): ``predict_crystals`` on the molecule's SMILES
+  (RDKit's ``DetermineBonds`` on the crystal molecule): RDKit conformers (3 for > 2 rotatable bonds), not
+  the crystal conformer, the budget shared among them; matched by OXtalign on the bond graph;
 - ``predict (model)``: today's ``crystalflow predict --mode model`` (the shipped default model, K = 8
   clusters, rigid molecules), scored on its clusters.
 
@@ -47,7 +50,7 @@ import numpy as np
 import torch
 
 from crystalflow import embedded_cif_dir
-from crystalflow.common.errors import RejectError
+from crystalflow.common.errors import RejectError, UserError
 from crystalflow.data.pipeline import BuildSettings, select
 from crystalflow.evaluation.matching import ClusterTopology, packing_match
 from crystalflow.evaluation.metrics import cluster_validity
@@ -140,32 +143,34 @@ def _set_files(sets: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-def targets(files: list[tuple[str, str]], max_heavy: int, max_rotatable: int, max_molecules: int):
+def targets(files: list[tuple[str, str]], max_heavy: int, max_rotatable: int, max_molecules: int,
+            min_heavy: int = 0, min_rotatable: int = 0):
     """(name, true SymmetricCrystal, space-group number, rotatable bonds) of the files that pass the filters."""
     taken = 0
     for name, path in files:
         if taken >= max_molecules:
             return
         sc = _load_target(path)
-        if sc is None or int(np.sum(sc.z != HYDROGEN)) > max_heavy:
+        if sc is None or not min_heavy <= int(np.sum(sc.z != HYDROGEN)) <= max_heavy:
             continue
         rot = rotatable_bonds(sc.molecule, sc.z)
-        if rot > max_rotatable:
+        if not min_rotatable <= rot <= max_rotatable:
             continue
         taken += 1
         yield name, sc, sc.space_group()[0], rot
 
 
-def score(candidates, true: SymmetricCrystal, clusters=None) -> dict:
+def score(candidates, true: SymmetricCrystal, clusters=None, pred_z=None) -> dict:
     """solved@K, first solving rank, best n_matched (top 30) of ranked candidates (or of ``clusters``,
-    [17, n, 3] arrays in rank order) against the true crystal."""
+    [17, n, 3] arrays in rank order, of atoms ``pred_z`` when not in the true molecule's order) against the
+    true crystal."""
     true_cluster = true.cluster()
     topo = ClusterTopology(true_cluster[0], true.z)
     solved, best_n, best_rmsd = [], 0, math.nan
     items = clusters if clusters is not None else [c.crystal.cluster() for c in candidates[: max(TOP_K)]]
     for cluster in items[: max(TOP_K)]:
-        valid, _ = cluster_validity(cluster, true.z)
-        m = packing_match(cluster, true_cluster, true.z, topology=topo)
+        valid, _ = cluster_validity(cluster, true.z if pred_z is None else pred_z)
+        m = packing_match(cluster, true_cluster, true.z, topology=topo, pred_z=pred_z)
         solved.append(bool(valid and m.matched))
         if m.n_matched > best_n or (m.n_matched == best_n and m.rmsd < best_rmsd):
             best_n, best_rmsd = m.n_matched, m.rmsd
@@ -175,6 +180,37 @@ def score(candidates, true: SymmetricCrystal, clusters=None) -> dict:
 
 
 _MODEL = None
+
+
+def crystal_smiles(x: np.ndarray, z: np.ndarray) -> str:
+    """SMILES of the crystal's molecule (bond orders from RDKit's ``DetermineBonds``)."""
+    from rdkit import Chem, RDLogger
+    from rdkit.Chem import rdDetermineBonds
+
+    RDLogger.DisableLog("rdApp.*")
+    block = f"{len(z)}\n\n" + "".join(f"{Chem.GetPeriodicTable().GetElementSymbol(int(v))} {p[0]:.4f} {p[1]:.4f} {p[2]:.4f}\n"
+                                      for v, p in zip(z, x))
+    mol = Chem.MolFromXYZBlock(block)
+    rdDetermineBonds.DetermineBonds(mol, charge=0)
+    return Chem.MolToSmiles(Chem.RemoveHs(mol))
+
+
+def _from_smiles(true: SymmetricCrystal, name: str, base: dict, groups, args) -> dict:
+    """The search from the SMILES alone (RDKit conformers, ``predict_crystals``), scored like the others."""
+    from crystalflow.apps.predict_crystals import predict_crystals
+
+    smiles = crystal_smiles(true.molecule, true.z)
+    t = time.perf_counter()
+    try:
+        kept = predict_crystals(smiles, None, candidates=args.candidates, seconds=args.seconds, samples=max(TOP_K),
+                                space_groups=groups, seed=args.seed, progress=False)
+    except UserError as exc:  # no valid crystal within the budget: nothing solved
+        print(f"{name}: {exc}", file=sys.stderr)
+        kept = []
+    seconds = time.perf_counter() - t
+    scores = score(None, true, clusters=[c.crystal.cluster() for c in kept], pred_z=kept[0].crystal.z if kept else None)
+    return {**base, **scores, "setting": "search (SMILES)", "seconds": seconds, "n": len(kept),
+            "generated": len(kept), "e1": kept[0].lattice_energy if kept else math.nan, "smiles": smiles}
 
 
 def _init_worker(model_path: str | None) -> None:
@@ -198,6 +234,8 @@ def run_target(job) -> dict:
     rows = []
     base = dict(name=name, formula=formula(true.z), rot=rot, number=number, general=general,
                 searched=number in {g.number for g in groups}, e_exp=e_exp)
+    if args.from_smiles:
+        return [_from_smiles(true, name, base, groups, args)]
     t = time.perf_counter()
     result = search_crystals(true.molecule, true.z, args.candidates, space_groups=groups,
                              rng=np.random.default_rng([args.seed, k]), time_budget_s=args.seconds,
@@ -244,13 +282,18 @@ def main() -> None:
     ap.add_argument("--refine-fraction", type=float, default=REFINE_FRACTION)
     ap.add_argument("--predict", action="store_true", help="also today's model-mode predict")
     ap.add_argument("--predict-model", default=None, help="model of --predict (default: the shipped one)")
+    ap.add_argument("--from-smiles", action="store_true",
+                    help="search from the molecule's SMILES (RDKit conformers, predict_crystals) instead of its crystal conformer")
+    ap.add_argument("--min-rotatable", type=int, default=0)
+    ap.add_argument("--min-heavy", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="molecules searched at once (one core each)")
     ap.add_argument("--csv", default=None, help="write every row here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     files = _split_files(args.split_of, args.split) if args.split_of else _set_files(args.sets.split(","))
     jobs = []
-    for k, (name, true, number, rot) in enumerate(targets(files, args.max_heavy, args.max_rotatable, args.max_molecules)):
+    for k, (name, true, number, rot) in enumerate(targets(files, args.max_heavy, args.max_rotatable, args.max_molecules,
+                                                                  args.min_heavy, args.min_rotatable)):
         if args.space_groups == "true" and number not in COMMON:
             print(f"{name:28s} skipped: space group {number} is not one of the common ones", flush=True)
             continue

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from scipy.spatial import ConvexHull
 
-from crystalflow.apps.viz import page_template
+from crystalflow.apps.viz import candidate_page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
@@ -658,60 +658,15 @@ def overview_png(candidates: list[Candidate], mol: Molecule3D, path_png: str) ->
     return path_png
 
 
-_PAGE = page_template(
-    css=""" .row { display: flex; gap: 16px; align-items: flex-start; }
- #cf-viewer { flex: 1; height: 600px; position: relative; border: 1px solid #ccc; }
- table { border-collapse: collapse; font-size: 90%; }
- td, th { padding: 3px 8px; text-align: right; border-bottom: 1px solid #eee; }
- tr.cand { cursor: pointer; }
- tr.cand:hover { background: #f0f0f0; }
- tr.selected { background: #ffe4b5; }
-""",
-    body="""<div class="row">
-<div><table><thead><tr><th>rank</th><th>score</th><th>valid</th><th>max overlap Å</th><th>density g/cm³</th>
-<th>min contact Å</th><th>rigidity Å</th></tr></thead><tbody id="cf-table"></tbody></table></div>
-<div id="cf-viewer"></div>
-</div>
-""",
-    script="""  var table = document.getElementById("cf-table");
-  var rows = data.candidates.map(function (c, k) {
-    var tr = document.createElement("tr");
-    tr.className = "cand";
-    tr.innerHTML = "<td>" + c.rank + "</td><td>" + c.score + "</td><td>" + c.valid + "</td><td>" +
-      c.max_overlap + "</td><td>" + c.density + "</td><td>" + c.min_contact + "</td><td>" + c.rigidity + "</td>";
-    tr.addEventListener("click", function () { show(k); });
-    table.appendChild(tr);
-    return tr;
-  });
-  var viewer = null;
-  function show(k) {
-    rows.forEach(function (r, j) { r.className = j === k ? "cand selected" : "cand"; });
-    if (viewer === null) { return; }
-    viewer.removeAllModels();
-    viewer.addModel(data.candidates[k].pdb, "pdb",
+_PAGE = candidate_page_template(
+    ["rank", "score", "valid", "max overlap Å", "density g/cm³", "min contact Å", "rigidity Å"],
+    ["rank", "score", "valid", "max_overlap", "density", "min_contact", "rigidity"],
+    """    viewer.addModel(data.candidates[k].pdb, "pdb",
                     { keepH: true, assignBonds: false, noComputeSecondaryStructure: true });
     viewer.setStyle({}, { stick: { radius: data.stick, colorscheme: data.scheme },
                           sphere: { scale: data.sphere, colorscheme: data.scheme } });
     viewer.setStyle({ resi: 1 }, { stick: { radius: data.stick * 1.5, colorscheme: data.central },
-                                   sphere: { scale: data.sphere * 1.2, colorscheme: data.central } });
-    viewer.zoomTo();
-    viewer.render();
-    window.crystalflowShown = k;
-  }
-  window.crystalflowShow = show;
-  try {
-    var probe = document.createElement("canvas");
-    if (!(probe.getContext("webgl2") || probe.getContext("webgl"))) {
-      status.textContent = "no-webgl";
-      document.getElementById("cf-viewer").textContent = "WebGL is not available in this browser.";
-      show(0);
-      return;
-    }
-    if (typeof $3Dmol === "undefined") { throw new Error("3Dmol.js did not load"); }
-    viewer = $3Dmol.createViewer(document.getElementById("cf-viewer"), { backgroundColor: "white" });
-    window.crystalflowViewer = viewer;
-    show(0);
-""",
+                                   sphere: { scale: data.sphere * 1.2, colorscheme: data.central } });""",
 )
 
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crystalflow.apps.viz import page_template
+from crystalflow.apps.viz import candidate_page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_json, write_text
@@ -388,60 +388,15 @@ def overview_png(kept: list[CrystalCandidate], found: list, mol: Molecule3D, pat
     return path_png
 
 
-_PAGE = page_template(
-    css=""" .row { display: flex; gap: 16px; align-items: flex-start; }
- #cf-viewer { flex: 1; height: 600px; position: relative; border: 1px solid #ccc; }
- table { border-collapse: collapse; font-size: 90%; }
- td, th { padding: 3px 8px; text-align: right; border-bottom: 1px solid #eee; }
- tr.cand { cursor: pointer; }
- tr.cand:hover { background: #f0f0f0; }
- tr.selected { background: #ffe4b5; }
-""",
-    body="""<div class="row">
-<div><table><thead><tr><th>rank</th><th>energy kJ/mol</th><th>density g/cm³</th><th>space group</th>
-<th>a b c Å</th><th>α β γ °</th><th>Z</th><th>PXRD</th></tr></thead><tbody id="cf-table"></tbody></table></div>
-<div id="cf-viewer"></div>
-</div>
-""",
-    script="""  var table = document.getElementById("cf-table");
-  var rows = data.candidates.map(function (c, k) {
-    var tr = document.createElement("tr");
-    tr.className = "cand";
-    tr.innerHTML = "<td>" + c.rank + "</td><td>" + c.energy + "</td><td>" + c.density + "</td><td>" +
-      c.space_group + "</td><td>" + c.abc + "</td><td>" + c.angles + "</td><td>" + c.z + "</td><td>" + c.pxrd + "</td>";
-    tr.addEventListener("click", function () { show(k); });
-    table.appendChild(tr);
-    return tr;
-  });
-  var viewer = null;
-  function show(k) {
-    rows.forEach(function (r, j) { r.className = j === k ? "cand selected" : "cand"; });
-    if (viewer === null) { return; }
-    viewer.removeAllModels();
-    viewer.removeAllShapes();
+_PAGE = candidate_page_template(
+    ["rank", "energy kJ/mol", "density g/cm³", "space group", "a b c Å", "α β γ °", "Z", "PXRD"],
+    ["rank", "energy", "density", "space_group", "abc", "angles", "z", "pxrd"],
+    """    viewer.removeAllShapes();
     var model = viewer.addModel(data.candidates[k].cif, "cif",
                                 { doAssembly: true, normalizeAssembly: true, duplicateAssemblyAtoms: true });
     viewer.setStyle({}, { stick: { radius: data.stick, colorscheme: data.scheme },
                           sphere: { scale: data.sphere, colorscheme: data.scheme } });
-    viewer.addUnitCell(model, { box: { color: "black" } });
-    viewer.zoomTo();
-    viewer.render();
-    window.crystalflowShown = k;
-  }
-  window.crystalflowShow = show;
-  try {
-    var probe = document.createElement("canvas");
-    if (!(probe.getContext("webgl2") || probe.getContext("webgl"))) {
-      status.textContent = "no-webgl";
-      document.getElementById("cf-viewer").textContent = "WebGL is not available in this browser.";
-      show(0);
-      return;
-    }
-    if (typeof $3Dmol === "undefined") { throw new Error("3Dmol.js did not load"); }
-    viewer = $3Dmol.createViewer(document.getElementById("cf-viewer"), { backgroundColor: "white" });
-    window.crystalflowViewer = viewer;
-    show(0);
-""",
+    viewer.addUnitCell(model, { box: { color: "black" } });""",
 )
 
 

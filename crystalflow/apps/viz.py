@@ -266,6 +266,62 @@ def page_template(css: str, body: str, script: str) -> str:
     return _PAGE_HEAD + css + _PAGE_TOP + body + SCRIPT_PRELUDE + script + SCRIPT_EPILOGUE
 
 
+
+_CANDIDATE_CSS = """ .row { display: flex; gap: 16px; align-items: flex-start; }
+ #cf-viewer { flex: 1; height: 600px; position: relative; border: 1px solid #ccc; }
+ table { border-collapse: collapse; font-size: 90%; }
+ td, th { padding: 3px 8px; text-align: right; border-bottom: 1px solid #eee; }
+ tr.cand { cursor: pointer; }
+ tr.cand:hover { background: #f0f0f0; }
+ tr.selected { background: #ffe4b5; }
+"""
+
+
+def candidate_page_template(headers: list[str], cells: list[str], draw: str) -> str:
+    """The template of a candidates page (predict's viewers): a table with one row per entry of
+    ``data.candidates`` (columns ``headers``, cells the entry's fields ``cells``; click a row to show it) beside
+    one 3Dmol viewer; ``draw`` is the JavaScript that draws candidate ``k`` into ``viewer`` (after
+    ``removeAllModels``, before ``zoomTo``). ``window.crystalflowShow(k)`` shows candidate k; the status element
+    reads 'ok', 'no-webgl' or 'error: ...' (:func:`page_template`)."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    row = ' + "</td><td>" + '.join(f"c.{c}" for c in cells)
+    body = (f'<div class="row">\n<div><table><thead><tr>{head}</tr></thead><tbody id="cf-table"></tbody></table></div>\n'
+            '<div id="cf-viewer"></div>\n</div>\n')
+    script = """  var table = document.getElementById("cf-table");
+  var rows = data.candidates.map(function (c, k) {
+    var tr = document.createElement("tr");
+    tr.className = "cand";
+    tr.innerHTML = "<td>" + __ROW__ + "</td>";
+    tr.addEventListener("click", function () { show(k); });
+    table.appendChild(tr);
+    return tr;
+  });
+  var viewer = null;
+  function show(k) {
+    rows.forEach(function (r, j) { r.className = j === k ? "cand selected" : "cand"; });
+    if (viewer === null) { return; }
+    viewer.removeAllModels();
+__DRAW__
+    viewer.zoomTo();
+    viewer.render();
+    window.crystalflowShown = k;
+  }
+  window.crystalflowShow = show;
+  try {
+    var probe = document.createElement("canvas");
+    if (!(probe.getContext("webgl2") || probe.getContext("webgl"))) {
+      status.textContent = "no-webgl";
+      document.getElementById("cf-viewer").textContent = "WebGL is not available in this browser.";
+      show(0);
+      return;
+    }
+    if (typeof $3Dmol === "undefined") { throw new Error("3Dmol.js did not load"); }
+    viewer = $3Dmol.createViewer(document.getElementById("cf-viewer"), { backgroundColor: "white" });
+    window.crystalflowViewer = viewer;
+    show(0);
+""".replace("__ROW__", row).replace("__DRAW__", draw.rstrip("\n"))
+    return page_template(_CANDIDATE_CSS, body, script)
+
 _PAGE_HEAD = """<!DOCTYPE html>
 <html lang="en">
 <head>
