@@ -244,10 +244,11 @@ def run_target(job) -> dict:
     rows.append({**base, **score(result.candidates, true), "setting": "search", "seconds": seconds,
                  "n": len(result.candidates), "generated": result.n_generated,
                  "e1": result.candidates[0].energy if result.candidates else math.nan})
-    if _MODEL is not None:
-        until = seconds * (1.0 - args.refine_fraction)
+    if _MODEL is not None:  # the same budget: the search's first (1 - f) of it, then refinement for f of it
+        budget = args.seconds if args.seconds is not None else seconds
+        until = budget * (1.0 - args.refine_fraction)
         t = time.perf_counter()
-        refined = refine_result(result, _MODEL, until=until, time_budget_s=seconds - until)
+        refined = refine_result(result, _MODEL, until=until, time_budget_s=budget - until)
         rows.append({**base, **score(refined.candidates, true), "setting": "search+model",
                      "seconds": until + time.perf_counter() - t, "n": len(refined.candidates),
                      "generated": refined.n_generated, "refined_kept": refined.n_refined_kept,

@@ -70,6 +70,7 @@ from crystalflow.search.spacegroups import (
 from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import VDW_RADIUS
+from crystalflow.structure.molecules import centre_of_mass
 
 #: kJ/mol: candidates closer in lattice energy may be the same structure (then compared by RMSD_15)
 ENERGY_TOLERANCE = 1.0
@@ -77,6 +78,10 @@ ENERGY_TOLERANCE = 1.0
 DENSITY_TOLERANCE = 0.02
 #: Å: RMSD_15 (all molecules of the shell overlaid) below which two candidates are the same structure
 DUPLICATE_RMSD = 0.5
+#: neighbours in the cheap fingerprint of de-duplication (:func:`shell_distances`)
+SIGNATURE_NEIGHBOURS = 12
+#: candidates whose fingerprints differ by more than this many DUPLICATE_RMSD (RMS, Å) are not compared by OXtalign
+SIGNATURE_FACTOR = 3.0
 #: candidates generated from one seed (a unit of the schedule and of the time budget)
 BATCH_SIZE = 8
 #: candidates relaxed together (one L-BFGS over their summed energies shares its line search: alone converges faster)
@@ -203,23 +208,40 @@ def same_structure(a: SymmetricCrystal, b: SymmetricCrystal, topology: ClusterTo
     return m.n_matched >= SHELL and m.rmsd < max_rmsd
 
 
+def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS) -> np.ndarray:
+    """The ``n`` shortest distances (Å) from the molecule's centre of mass to its neighbours' (a cheap
+    fingerprint: invariant to the frame, and close for two crystals that overlay closely)."""
+    com = centre_of_mass(crystal.cluster(), crystal.z)
+    return np.sort(np.linalg.norm(com[1:] - com[0], axis=1))[:n]
+
+
 def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TOLERANCE,
                 density_tolerance: float = DENSITY_TOLERANCE, max_rmsd: float = DUPLICATE_RMSD) -> tuple[list[Candidate], int]:
     """The distinct candidates in order of energy and the number removed (see the module docstring, step 5).
-    A removed candidate is counted in the ``duplicates`` of the kept one it matched."""
+    A removed candidate is counted in the ``duplicates`` of the kept one it matched. Pairs whose
+    :func:`shell_distances` differ by more than :data:`SIGNATURE_FACTOR` · ``max_rmsd`` (RMS) are different
+    structures without the OXtalign comparison (the centre of a molecule moves no more than its atoms' RMS,
+    and sorted distances differ least)."""
     kept: list[Candidate] = []
     topologies: list[ClusterTopology] = []
+    signatures: list[np.ndarray] = []
     removed = 0
     for c in sorted(candidates, key=lambda c: (c.energy, c.index)):
-        for k, t in zip(kept, topologies):
-            if abs(c.energy - k.energy) <= energy_tolerance and abs(c.density - k.density) <= density_tolerance * k.density \
-                    and same_structure(k.crystal, c.crystal, t, max_rmsd):
+        sig = None
+        for k, t, ks in zip(kept, topologies, signatures):
+            if abs(c.energy - k.energy) > energy_tolerance or abs(c.density - k.density) > density_tolerance * k.density:
+                continue
+            sig = shell_distances(c.crystal) if sig is None else sig
+            if np.sqrt(np.mean((sig - ks) ** 2)) > SIGNATURE_FACTOR * max_rmsd:
+                continue
+            if same_structure(k.crystal, c.crystal, t, max_rmsd):
                 k.duplicates += 1 + c.duplicates
                 removed += 1
                 break
         else:
             kept.append(c)
             topologies.append(ClusterTopology(c.crystal.cluster()[0], c.crystal.z))
+            signatures.append(shell_distances(c.crystal) if sig is None else sig)
     return kept, removed
 
 
