@@ -208,10 +208,11 @@ def same_structure(a: SymmetricCrystal, b: SymmetricCrystal, topology: ClusterTo
     return m.n_matched >= SHELL and m.rmsd < max_rmsd
 
 
-def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS) -> np.ndarray:
+def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS, cluster: np.ndarray | None = None) -> np.ndarray:
     """The ``n`` shortest distances (Å) from the molecule's centre of mass to its neighbours' (a cheap
-    fingerprint: invariant to the frame, and close for two crystals that overlay closely)."""
-    com = centre_of_mass(crystal.cluster(), crystal.z)
+    fingerprint: invariant to the frame, and close for two crystals that overlay closely); ``cluster``: its
+    :meth:`SymmetricCrystal.cluster` when already at hand."""
+    com = centre_of_mass(crystal.cluster() if cluster is None else cluster, crystal.z)
     return np.sort(np.linalg.norm(com[1:] - com[0], axis=1))[:n]
 
 
@@ -227,11 +228,13 @@ def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TO
     signatures: list[np.ndarray] = []
     removed = 0
     for c in sorted(candidates, key=lambda c: (c.energy, c.index)):
-        sig = None
+        sig, cluster = None, None
         for k, t, ks in zip(kept, topologies, signatures):
             if abs(c.energy - k.energy) > energy_tolerance or abs(c.density - k.density) > density_tolerance * k.density:
                 continue
-            sig = shell_distances(c.crystal) if sig is None else sig
+            if sig is None:
+                cluster = c.crystal.cluster()
+                sig = shell_distances(c.crystal, cluster=cluster)
             if np.sqrt(np.mean((sig - ks) ** 2)) > SIGNATURE_FACTOR * max_rmsd:
                 continue
             if same_structure(k.crystal, c.crystal, t, max_rmsd):
@@ -240,8 +243,9 @@ def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TO
                 break
         else:
             kept.append(c)
-            topologies.append(ClusterTopology(c.crystal.cluster()[0], c.crystal.z))
-            signatures.append(shell_distances(c.crystal) if sig is None else sig)
+            cluster = c.crystal.cluster() if cluster is None else cluster
+            topologies.append(ClusterTopology(cluster[0], c.crystal.z))
+            signatures.append(shell_distances(c.crystal, cluster=cluster) if sig is None else sig)
     return kept, removed
 
 

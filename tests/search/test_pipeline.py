@@ -15,7 +15,9 @@ from crystalflow.search.pipeline import (
     packing_coefficient,
     refine_result,
     search_crystals,
+    shell_distances,
 )
+from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.search.refine import load_refiner
 from crystalflow.structure.contacts import is_valid
 
@@ -78,6 +80,13 @@ def test_refine_result_adds_ranked_refined_candidates(result) -> None:
     # a replay cut before anything was found has nothing to refine
     early = refine_result(result, model, until=0.0)
     assert early.candidates == [] and early.n_refined == 0 and early.seconds == 0.0
+
+
+def test_shell_distances_of_a_cubic_lattice() -> None:
+    # one molecule per cubic cell of edge 5 Å: 6 neighbours at 5 Å, then 12 at 5·√2 Å (hand-computed)
+    sc = SymmetricCrystal(5.0 * np.eye(3), np.eye(3, dtype=int)[None], np.zeros((1, 3)), MOL_A, Z_A)
+    assert np.allclose(shell_distances(sc), [5.0] * 6 + [5.0 * np.sqrt(2.0)] * 6)
+    assert np.allclose(shell_distances(sc, 8, cluster=sc.cluster()), [5.0] * 6 + [5.0 * np.sqrt(2.0)] * 2)
 
 
 def test_deduplication_removes_a_duplicate(result) -> None:
