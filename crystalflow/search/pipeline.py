@@ -81,7 +81,7 @@ DUPLICATE_RMSD = 0.5
 #: neighbours in the cheap fingerprint of de-duplication (:func:`shell_distances`)
 SIGNATURE_NEIGHBOURS = 12
 #: candidates whose fingerprints differ by more than this many DUPLICATE_RMSD (RMS, Å) are not compared by OXtalign
-SIGNATURE_FACTOR = 3.0
+SIGNATURE_FACTOR = 2.0
 #: candidates generated from one seed (a unit of the schedule and of the time budget)
 BATCH_SIZE = 8
 #: candidates relaxed together (one L-BFGS over their summed energies shares its line search: alone converges faster)
