@@ -57,7 +57,7 @@ from crystalflow.apps.viz import candidate_page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_text
-from crystalflow.common.resources import resource_path
+from crystalflow.common.resources import default_model_dir
 from crystalflow.common.vocabulary import (
     DEFAULT_CANDIDATES,
     DEFAULT_NOISE_PRESET,
@@ -118,8 +118,6 @@ OVERVIEW_PANEL_INCHES, OVERVIEW_DPI = 3.2, 100
 OVERVIEW_MARKER_AREA, OVERVIEW_BOND_WIDTH = 40.0, 0.8
 #: ways to predict: the crystal-structure search (default) or the flow model
 MODES = PREDICT_MODES
-#: name of the folder of the model shipped with the package
-DEFAULT_MODEL = ("models", "default")
 #: file of a run directory that may name the noise the model was trained with ({"preset", "inversion"}
 #: or NoiseModel fields)
 NOISE_FILE = "noise.json"
@@ -173,11 +171,6 @@ class Candidate:
 
 
 # ------------------------------------------------------------------------------------------ model
-def default_model_dir() -> str:
-    """Folder of the pretrained model shipped with the package (``checkpoint.pt`` + ``config.json``)."""
-    return resource_path(*DEFAULT_MODEL)
-
-
 def _noise_from_dict(d: dict) -> NoiseModel:
     """A NoiseModel from {"preset"/"noise_preset": NAME, "inversion": ...} or from NoiseModel fields."""
     if "preset" in d or "noise_preset" in d:

@@ -23,6 +23,15 @@ def embedded_cif_dir() -> str:
     return resource_path("cod")
 
 
+#: folder of the model shipped for ``predict --mode model`` (CrystalFlow-LERP), under resources
+DEFAULT_MODEL = ("models", "default")
+
+
+def default_model_dir() -> str:
+    """Folder of the pretrained model shipped with the package (``checkpoint.pt`` + ``config.json``)."""
+    return resource_path(*DEFAULT_MODEL)
+
+
 #: folder of the search's refinement model (CrystalFlow-Rigid trained on the 'melt' noise), under resources
 SEARCH_MODEL = ("models", "search")
 

@@ -157,6 +157,14 @@ def packing_coefficient(crystal: SymmetricCrystal) -> float:
     return REFERENCE_PACKING * crystal.n_molecules * molecular_volume(crystal.z) / crystal.volume
 
 
+def _candidate(r, overlap: float, generated_in: str, index: int, seconds: float, origin: str = "search") -> Candidate:
+    """The Candidate of a relaxation ``r`` (:class:`crystalflow.physics.relax.CrystalRelaxation`)."""
+    return Candidate(crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
+                     packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
+                     generated_in=generated_in, index=index, energy_unrelaxed=r.energy_before, steps=r.steps,
+                     converged=r.converged, max_overlap=overlap, seconds=seconds, origin=origin)
+
+
 def _check(molecule, z, n_candidates, space_groups, time_budget_s, batch_size) -> tuple[np.ndarray, np.ndarray, tuple[SpaceGroup, ...]]:
     x = np.asarray(molecule, dtype=np.float64)
     zz = np.asarray(z)
@@ -217,20 +225,24 @@ def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS, cl
 
 
 def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TOLERANCE,
-                density_tolerance: float = DENSITY_TOLERANCE, max_rmsd: float = DUPLICATE_RMSD) -> tuple[list[Candidate], int]:
+                density_tolerance: float = DENSITY_TOLERANCE, max_rmsd: float = DUPLICATE_RMSD,
+                known_distinct: list[Candidate] = ()) -> tuple[list[Candidate], int]:
     """The distinct candidates in order of energy and the number removed (see the module docstring, step 5).
-    A removed candidate is counted in the ``duplicates`` of the kept one it matched. Pairs whose
+    A removed candidate is counted in the ``duplicates`` of the kept one it matched. Candidates of
+    ``known_distinct`` (the same objects, e.g. the output of an earlier call) are not compared with each other
+    again. Pairs whose
     :func:`shell_distances` differ by more than :data:`SIGNATURE_FACTOR` · ``max_rmsd`` (RMS) are different
     structures without the OXtalign comparison (the centre of a molecule moves no more than its atoms' RMS,
     and sorted distances differ least)."""
     kept: list[Candidate] = []
     topologies: list[ClusterTopology] = []
     signatures: list[np.ndarray] = []
+    known = {id(c) for c in known_distinct}
     removed = 0
     for c in sorted(candidates, key=lambda c: (c.energy, c.index)):
         sig, cluster = None, None
         for k, t, ks in zip(kept, topologies, signatures):
-            if abs(c.energy - k.energy) > energy_tolerance or abs(c.density - k.density) > density_tolerance * k.density:
+            if (id(c) in known and id(k) in known) or abs(c.energy - k.energy) > energy_tolerance or abs(c.density - k.density) > density_tolerance * k.density:
                 continue
             if sig is None:
                 cluster = c.crystal.cluster()
@@ -401,12 +413,7 @@ def search_crystals(
                 if not math.isfinite(r.energy_after) or overlap >= VALIDITY_OVERLAP:
                     result.n_invalid += 1
                     continue
-                found.append(Candidate(
-                    crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
-                    packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
-                    generated_in=symbol, index=index, energy_unrelaxed=r.energy_before,
-                    steps=r.steps, converged=r.converged, max_overlap=overlap,
-                    seconds=time.perf_counter() - t0))
+                found.append(_candidate(r, overlap, symbol, index, time.perf_counter() - t0))
             if bar is not None:
                 bar.update(job.size)
             if out.timed_out:
@@ -451,7 +458,10 @@ def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: 
     """
     t0 = time.perf_counter()
     found = [replace(c, duplicates=0, rank=0) for c in result.found if until is None or c.seconds <= until]
-    distinct, _ = deduplicate([replace(c) for c in found], energy_tolerance, density_tolerance, duplicate_rmsd)
+    if until is None:  # the result's own de-duplication
+        distinct = [replace(c) for c in result.candidates]
+    else:
+        distinct, _ = deduplicate([replace(c) for c in found], energy_tolerance, density_tolerance, duplicate_rmsd)
     parents = distinct[:top]
     out = replace(result, candidates=[], found=found, n_refined=len(parents))
     if until is not None:  # the counts of the shorter search
@@ -472,14 +482,12 @@ def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: 
         overlap = max_overlap(r.crystal.cluster(), z)
         if overlap >= VALIDITY_OVERLAP:
             continue
-        new.append(Candidate(crystal=r.crystal, energy=r.energy_after, density=r.crystal.density(),
-                             packing=packing_coefficient(r.crystal), space_group=r.crystal.space_group(),
-                             generated_in=parent.generated_in, index=parent.index, energy_unrelaxed=r.energy_before,
-                             steps=r.steps, converged=r.converged, max_overlap=overlap,
-                             seconds=start + time.perf_counter() - t0, origin="refined"))
+        new.append(_candidate(r, overlap, parent.generated_in, parent.index, start + time.perf_counter() - t0,
+                              origin="refined"))
     out.refine_seconds = time.perf_counter() - t0
     out.seconds = start + out.refine_seconds
-    candidates, out.n_duplicates = deduplicate(distinct + new, energy_tolerance, density_tolerance, duplicate_rmsd)
+    candidates, out.n_duplicates = deduplicate(distinct + new, energy_tolerance, density_tolerance, duplicate_rmsd,
+                                               known_distinct=distinct)
     out.n_refined_kept = sum(c.origin == "refined" for c in candidates)
     out.found = found + new
     for rank, c in enumerate(candidates, 1):

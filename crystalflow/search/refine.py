@@ -2,13 +2,15 @@
 
 A relaxed candidate of :func:`crystalflow.search.pipeline.search_crystals` sits in a minimum of the force
 field, which may be a packing no real crystal of the molecule has. :func:`refine_crystals` hands each
-candidate's 17-molecule cluster (:meth:`SymmetricCrystal.cluster`) to a flow model as its input x_w,
+candidate's 17-molecule cluster (:meth:`SymmetricCrystal.cluster`) to a flow model as its input x_w and
 integrates the flow (``steps`` Euler steps, each molecule kept rigid: the input conformer superposed on the
-prediction), fits a crystal to the predicted cluster (:func:`crystalflow.structure.lattice.fit_crystal`,
-robust to outlier molecules) and relaxes it (:func:`crystalflow.physics.relax.relax_crystal`, at most
-``max_seconds`` each). A model trained on the ``melt`` noise (orientations within about 30° of the crystal,
-centres pushed about 0.6 Å) has learned to take near-crystal packings into the experimental one; this is
-the part of the search where it helps (measured in ``bench/predict_crystals.py``).
+prediction). The prediction breaks the crystal's symmetry, so no crystal is fitted to it: each cluster
+molecule's predicted pose is pulled back through its symmetry operator and the estimates are averaged into
+one new pose of the asymmetric molecule (:func:`symmetrised_update`; cell and operators kept), which
+:func:`crystalflow.physics.relax.relax_crystal` relaxes again (at most ``max_seconds`` each). A model trained
+on the ``melt`` noise (orientations within about 30° of the crystal, centres pushed about 0.6 Å) is meant to
+take near-crystal packings into the experimental one; ``bench/predict_crystals.py`` measures whether it
+does (``docs/search.md``: with the shipped model, it does not).
 
 Example::
 
@@ -111,9 +113,9 @@ def refine_crystals(crystals: list[SymmetricCrystal], model, ff: ForceField | No
                     steps: int = REFINE_STEPS, seed: int = 0, max_steps: int = REFINE_MAX_STEPS,
                     max_seconds: float = REFINE_SECONDS, time_budget_s: float | None = None,
                     settings=None) -> list[CrystalRelaxation | None]:
-    """Refine each crystal (module docstring): one relaxed crystal per input, or None where the prediction
-    implies no crystal, its relaxation fails or takes longer than ``max_seconds``, or ``time_budget_s``
-    (seconds for the whole call) ran out before it."""
+    """Refine each crystal (module docstring): one relaxed crystal per input, or None where its relaxation
+    fails (a collapsing cell), does not converge within ``max_seconds``, or ``time_budget_s`` (seconds for the
+    whole call) ran out before it."""
     if not crystals:
         return []
     t0 = time.perf_counter()
