@@ -46,6 +46,13 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad arguments as the one line every command uses (exit status 2, no usage block)."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def _positive(value: str) -> int:
     n = int(value)
     if n < 1:
@@ -308,7 +315,7 @@ def _cmd_demo(args: argparse.Namespace) -> None:
 
 def make_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``crystalflow`` command."""
-    p = argparse.ArgumentParser(prog="crystalflow", description=__doc__.splitlines()[0])
+    p = _Parser(prog="crystalflow", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"crystalflow {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -510,7 +517,11 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``crystalflow`` command; returns the exit status."""
-    args = make_parser().parse_args(argv)
+    args, extra = make_parser().parse_known_args(argv)
+    if extra:  # named after the subcommand, as its other errors are
+        print(f"crystalflow {args.command}: error: unrecognized arguments: {' '.join(extra)} "
+              f"(see crystalflow {args.command} -h)", file=sys.stderr)
+        return EXIT_USAGE
     try:
         args.func(args)
     except UserError as exc:

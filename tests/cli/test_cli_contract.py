@@ -252,6 +252,9 @@ CASES: dict[str, tuple[Case, str]] = {
     "predict/missing-refine-model": (
         lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--refine", str(t / "missing"), "--candidates", "1", "-q"],
         "no training run"),
+    "predict/bad-number-of-workers": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--workers", "0", "-q"], "--workers: must be >= 1"),
+    "predict/unknown-option": (lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--frobnicate"], "unrecognized"),
     # benchmark
     "benchmark/unwritable-output": (lambda w, t: ["benchmark", "--quick", "-o", _unwritable(t), "-q"], "cannot write"),
     "benchmark/missing-shared-data": (
