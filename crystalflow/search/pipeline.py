@@ -16,11 +16,12 @@
 4. **Validity**: a relaxed crystal whose 17-molecule cluster (:meth:`SymmetricCrystal.cluster`) has two
    heavy atoms of different molecules overlapping by :data:`~crystalflow.structure.contacts.VALIDITY_OVERLAP`
    Å or more (:func:`crystalflow.structure.contacts.max_overlap`), or whose energy is not finite, is dropped.
-5. **De-duplication**, in order of energy: a candidate within :data:`ENERGY_TOLERANCE` kJ/mol and
-   :data:`DENSITY_TOLERANCE` (relative) of a lower one already kept is compared with it by OXtalign
-   (:func:`crystalflow.evaluation.matching.packing_match`, RMSD_15 of the two clusters); when all
+5. **De-duplication** as each batch comes in (:class:`Deduplicator`, so it runs within the time budget): a
+   candidate within :data:`ENERGY_TOLERANCE` kJ/mol and :data:`DENSITY_TOLERANCE` (relative) of one already
+   kept, and whose cheap fingerprint (:func:`shell_distances`) is close to its, is compared with it by
+   OXtalign (:func:`crystalflow.evaluation.matching.packing_match`, RMSD_15 of the two clusters); when all
    :data:`~crystalflow.evaluation.matching.SHELL` molecules overlay within :data:`DUPLICATE_RMSD` Å it is the
-   same structure and is counted on the kept one (``duplicates``).
+   same structure, counted on the kept one (``duplicates``), whose lower-energy copy stands for it.
 6. **Ranking** by lattice energy per molecule, lowest first.
 
 Each :class:`Candidate` carries the relaxed crystal, its energy, density, packing coefficient, the space
@@ -41,6 +42,7 @@ Example::
 """
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 import time
@@ -224,41 +226,77 @@ def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS, cl
     return np.sort(np.linalg.norm(com[1:] - com[0], axis=1))[:n]
 
 
+class Deduplicator:
+    """Distinct candidates kept as they arrive (module docstring, step 5), lowest energy first in :attr:`kept`.
+
+    :meth:`add` compares a new candidate only with kept ones within ``energy_tolerance`` (a bisection of the
+    energy-sorted list) and ``density_tolerance``; pairs whose :func:`shell_distances` differ by more than
+    :data:`SIGNATURE_FACTOR` · ``max_rmsd`` (RMS) are different structures without the OXtalign comparison (the
+    centre of a molecule moves no more than its atoms' RMS, and sorted distances differ least). A duplicate is
+    counted in the ``duplicates`` of the kept one it matched; when it is the lower in energy it takes that
+    one's place (crystal, energy, and how it was found), so the kept structure is always its lowest-energy
+    copy. ``distinct``: candidates already known distinct (kept as they are, not compared with each other).
+    The search adds each relaxed batch as it comes, so de-duplication runs within its time budget.
+    """
+
+    def __init__(self, energy_tolerance: float = ENERGY_TOLERANCE, density_tolerance: float = DENSITY_TOLERANCE,
+                 max_rmsd: float = DUPLICATE_RMSD, distinct: list[Candidate] = ()) -> None:
+        self.energy_tolerance, self.density_tolerance, self.max_rmsd = energy_tolerance, density_tolerance, max_rmsd
+        self.kept: list[Candidate] = []
+        self._keys: list[tuple[float, int]] = []  # (energy, index) of kept, sorted
+        self._topologies: list[ClusterTopology] = []
+        self._signatures: list[np.ndarray] = []
+        self.removed = 0
+        for c in sorted(distinct, key=lambda c: (c.energy, c.index)):
+            self._insert(c, c.crystal.cluster())
+
+    def _insert(self, c: Candidate, cluster: np.ndarray, signature: np.ndarray | None = None) -> None:
+        at = bisect.bisect(self._keys, (c.energy, c.index))
+        self.kept.insert(at, c)
+        self._keys.insert(at, (c.energy, c.index))
+        self._topologies.insert(at, ClusterTopology(cluster[0], c.crystal.z))
+        self._signatures.insert(at, shell_distances(c.crystal, cluster=cluster) if signature is None else signature)
+
+    def add(self, c: Candidate) -> bool:
+        """Keep ``c`` when it is a new structure (True), else count it on the kept one it matches (False)."""
+        cluster = c.crystal.cluster()
+        sig = shell_distances(c.crystal, cluster=cluster)
+        lo = bisect.bisect_left(self._keys, (c.energy - self.energy_tolerance, -1))
+        hi = bisect.bisect_right(self._keys, (c.energy + self.energy_tolerance, math.inf))
+        for j in range(lo, hi):
+            k = self.kept[j]
+            if abs(c.density - k.density) > self.density_tolerance * k.density:
+                continue
+            if np.sqrt(np.mean((sig - self._signatures[j]) ** 2)) > SIGNATURE_FACTOR * self.max_rmsd:
+                continue
+            if not same_structure(k.crystal, c.crystal, self._topologies[j], self.max_rmsd):
+                continue
+            self.removed += 1
+            if (c.energy, c.index) < self._keys[j]:  # the new copy is the lower: it stands for the structure
+                c.duplicates += 1 + k.duplicates
+                for store in (self.kept, self._keys, self._topologies, self._signatures):
+                    del store[j]
+                self._insert(c, cluster, sig)
+            else:
+                k.duplicates += 1 + c.duplicates
+            return False
+        self._insert(c, cluster, sig)
+        return True
+
+
 def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TOLERANCE,
                 density_tolerance: float = DENSITY_TOLERANCE, max_rmsd: float = DUPLICATE_RMSD,
-                known_distinct: list[Candidate] = ()) -> tuple[list[Candidate], int]:
-    """The distinct candidates in order of energy and the number removed (see the module docstring, step 5).
-    A removed candidate is counted in the ``duplicates`` of the kept one it matched. Candidates of
-    ``known_distinct`` (the same objects, e.g. the output of an earlier call) are not compared with each other
-    again. Pairs whose
-    :func:`shell_distances` differ by more than :data:`SIGNATURE_FACTOR` · ``max_rmsd`` (RMS) are different
-    structures without the OXtalign comparison (the centre of a molecule moves no more than its atoms' RMS,
-    and sorted distances differ least)."""
-    kept: list[Candidate] = []
-    topologies: list[ClusterTopology] = []
-    signatures: list[np.ndarray] = []
+                known_distinct: list[Candidate] = (), in_order: bool = False) -> tuple[list[Candidate], int]:
+    """The distinct candidates in order of energy and the number removed (:class:`Deduplicator`), taken in
+    order of energy, or as listed with ``in_order`` (the order a search found them in). Candidates of
+    ``known_distinct`` (the same objects, e.g. the output of an earlier call) are not compared with each
+    other again."""
     known = {id(c) for c in known_distinct}
-    removed = 0
-    for c in sorted(candidates, key=lambda c: (c.energy, c.index)):
-        sig, cluster = None, None
-        for k, t, ks in zip(kept, topologies, signatures):
-            if (id(c) in known and id(k) in known) or abs(c.energy - k.energy) > energy_tolerance or abs(c.density - k.density) > density_tolerance * k.density:
-                continue
-            if sig is None:
-                cluster = c.crystal.cluster()
-                sig = shell_distances(c.crystal, cluster=cluster)
-            if np.sqrt(np.mean((sig - ks) ** 2)) > SIGNATURE_FACTOR * max_rmsd:
-                continue
-            if same_structure(k.crystal, c.crystal, t, max_rmsd):
-                k.duplicates += 1 + c.duplicates
-                removed += 1
-                break
-        else:
-            kept.append(c)
-            cluster = c.crystal.cluster() if cluster is None else cluster
-            topologies.append(ClusterTopology(cluster[0], c.crystal.z))
-            signatures.append(shell_distances(c.crystal, cluster=cluster) if sig is None else sig)
-    return kept, removed
+    dedup = Deduplicator(energy_tolerance, density_tolerance, max_rmsd, distinct=list(known_distinct))
+    rest = [c for c in candidates if id(c) not in known]
+    for c in (rest if in_order else sorted(rest, key=lambda c: (c.energy, c.index))):
+        dedup.add(c)
+    return dedup.kept, dedup.removed
 
 
 @dataclass
@@ -393,6 +431,7 @@ def search_crystals(
     result = SearchResult(candidates=[], space_groups=tuple(g.symbol for g in groups), n_requested=int(n_candidates),
                           seed=seed)
     found: list[Candidate] = []
+    dedup = Deduplicator(energy_tolerance, density_tolerance, duplicate_rmsd)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -414,6 +453,7 @@ def search_crystals(
                     result.n_invalid += 1
                     continue
                 found.append(_candidate(r, overlap, symbol, index, time.perf_counter() - t0))
+                dedup.add(replace(found[-1]))
             if bar is not None:
                 bar.update(job.size)
             if out.timed_out:
@@ -422,8 +462,7 @@ def search_crystals(
         if bar is not None:
             bar.close()
     result.found = found
-    result.candidates, result.n_duplicates = deduplicate([replace(c) for c in found], energy_tolerance,
-                                                         density_tolerance, duplicate_rmsd)
+    result.candidates, result.n_duplicates = dedup.kept, dedup.removed
     for rank, c in enumerate(result.candidates, 1):
         c.rank = rank
     result.seconds = time.perf_counter() - t0
@@ -461,7 +500,8 @@ def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: 
     if until is None:  # the result's own de-duplication
         distinct = [replace(c) for c in result.candidates]
     else:
-        distinct, _ = deduplicate([replace(c) for c in found], energy_tolerance, density_tolerance, duplicate_rmsd)
+        distinct, _ = deduplicate([replace(c) for c in found], energy_tolerance, density_tolerance, duplicate_rmsd,
+                                  in_order=True)  # as the shorter search would have
     parents = distinct[:top]
     out = replace(result, candidates=[], found=found, n_refined=len(parents))
     if until is not None:  # the counts of the shorter search

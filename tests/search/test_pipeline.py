@@ -11,6 +11,7 @@ from toys import MOL_A, Z_A
 from crystalflow.physics.energy import EnergySettings
 from crystalflow.search.pipeline import (
     SearchError,
+    Deduplicator,
     deduplicate,
     packing_coefficient,
     refine_result,
@@ -99,6 +100,20 @@ def test_deduplication_removes_a_duplicate(result) -> None:
     kept, removed = deduplicate([dataclasses.replace(best, duplicates=0), copy, tie])
     assert removed == 1 and len(kept) == 2
     assert kept[0].index == best.index and kept[0].duplicates == 1
+
+
+def test_deduplicator_keeps_the_lowest_copy_whatever_the_order(result) -> None:
+    best = result.candidates[0]
+    moved = best.crystal.with_pose(molecule=best.crystal.molecule + best.crystal.lattice[1])
+    high = dataclasses.replace(best, crystal=moved, energy=best.energy + 0.3, index=98, duplicates=2)
+    dedup = Deduplicator()
+    assert dedup.add(high) is True  # the higher copy first: kept until the lower one comes
+    assert dedup.add(dataclasses.replace(best, duplicates=0)) is False
+    assert [c.index for c in dedup.kept] == [best.index] and dedup.kept[0].energy == best.energy
+    assert dedup.kept[0].duplicates == 3 and dedup.removed == 1  # the copy and the two it stood for
+    for c in result.candidates[1:]:  # distinct structures stay distinct, sorted by energy
+        assert dedup.add(dataclasses.replace(c, duplicates=0)) is True
+    assert [c.index for c in dedup.kept] == [c.index for c in result.candidates]
 
 
 def test_time_budget_stops_the_search() -> None:
