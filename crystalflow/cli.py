@@ -46,11 +46,16 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 
 
+def _usage_error(prog: str, message: str) -> str:
+    """The one line a bad argument gets (no usage block)."""
+    return f"{prog}: error: {message} (see {prog} -h)"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports bad arguments as the one line every command uses (exit status 2, no usage block)."""
+    """argparse that reports bad arguments as the one line every command uses (exit status 2)."""
 
     def error(self, message: str):
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+        self.exit(EXIT_USAGE, _usage_error(self.prog, message) + "\n")
 
 
 def _positive(value: str) -> int:
@@ -519,8 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``crystalflow`` command; returns the exit status."""
     args, extra = make_parser().parse_known_args(argv)
     if extra:  # named after the subcommand, as its other errors are
-        print(f"crystalflow {args.command}: error: unrecognized arguments: {' '.join(extra)} "
-              f"(see crystalflow {args.command} -h)", file=sys.stderr)
+        print(_usage_error(f"crystalflow {args.command}", f"unrecognized arguments: {' '.join(extra)}"),
+              file=sys.stderr)
         return EXIT_USAGE
     try:
         args.func(args)

@@ -226,6 +226,11 @@ def shell_distances(crystal: SymmetricCrystal, n: int = SIGNATURE_NEIGHBOURS, cl
     return np.sort(np.linalg.norm(com[1:] - com[0], axis=1))[:n]
 
 
+def _order(c: Candidate) -> tuple[float, int]:
+    """Where a candidate ranks: by energy, ties by generation order."""
+    return (c.energy, c.index)
+
+
 class Deduplicator:
     """Distinct candidates kept as they arrive (module docstring, step 5), lowest energy first in :attr:`kept`.
 
@@ -243,17 +248,15 @@ class Deduplicator:
                  max_rmsd: float = DUPLICATE_RMSD, distinct: list[Candidate] = ()) -> None:
         self.energy_tolerance, self.density_tolerance, self.max_rmsd = energy_tolerance, density_tolerance, max_rmsd
         self.kept: list[Candidate] = []
-        self._keys: list[tuple[float, int]] = []  # (energy, index) of kept, sorted
         self._topologies: list[ClusterTopology] = []
         self._signatures: list[np.ndarray] = []
         self.removed = 0
-        for c in sorted(distinct, key=lambda c: (c.energy, c.index)):
+        for c in sorted(distinct, key=_order):
             self._insert(c, c.crystal.cluster())
 
     def _insert(self, c: Candidate, cluster: np.ndarray, signature: np.ndarray | None = None) -> None:
-        at = bisect.bisect(self._keys, (c.energy, c.index))
+        at = bisect.bisect(self.kept, _order(c), key=_order)
         self.kept.insert(at, c)
-        self._keys.insert(at, (c.energy, c.index))
         self._topologies.insert(at, ClusterTopology(cluster[0], c.crystal.z))
         self._signatures.insert(at, shell_distances(c.crystal, cluster=cluster) if signature is None else signature)
 
@@ -261,8 +264,8 @@ class Deduplicator:
         """Keep ``c`` when it is a new structure (True), else count it on the kept one it matches (False)."""
         cluster = c.crystal.cluster()
         sig = shell_distances(c.crystal, cluster=cluster)
-        lo = bisect.bisect_left(self._keys, (c.energy - self.energy_tolerance, -1))
-        hi = bisect.bisect_right(self._keys, (c.energy + self.energy_tolerance, math.inf))
+        lo = bisect.bisect_left(self.kept, (c.energy - self.energy_tolerance, -1), key=_order)
+        hi = bisect.bisect_right(self.kept, (c.energy + self.energy_tolerance, math.inf), key=_order)
         for j in range(lo, hi):
             k = self.kept[j]
             if abs(c.density - k.density) > self.density_tolerance * k.density:
@@ -272,9 +275,9 @@ class Deduplicator:
             if not same_structure(k.crystal, c.crystal, self._topologies[j], self.max_rmsd):
                 continue
             self.removed += 1
-            if (c.energy, c.index) < self._keys[j]:  # the new copy is the lower: it stands for the structure
+            if _order(c) < _order(k):  # the new copy is the lower: it stands for the structure
                 c.duplicates += 1 + k.duplicates
-                for store in (self.kept, self._keys, self._topologies, self._signatures):
+                for store in (self.kept, self._topologies, self._signatures):
                     del store[j]
                 self._insert(c, cluster, sig)
             else:
@@ -294,7 +297,7 @@ def deduplicate(candidates: list[Candidate], energy_tolerance: float = ENERGY_TO
     known = {id(c) for c in known_distinct}
     dedup = Deduplicator(energy_tolerance, density_tolerance, max_rmsd, distinct=list(known_distinct))
     rest = [c for c in candidates if id(c) not in known]
-    for c in (rest if in_order else sorted(rest, key=lambda c: (c.energy, c.index))):
+    for c in (rest if in_order else sorted(rest, key=_order)):
         dedup.add(c)
     return dedup.kept, dedup.removed
 

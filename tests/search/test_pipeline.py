@@ -10,17 +10,17 @@ from toys import MOL_A, Z_A
 
 from crystalflow.physics.energy import EnergySettings
 from crystalflow.search.pipeline import (
-    SearchError,
     Deduplicator,
+    SearchError,
     deduplicate,
     packing_coefficient,
     refine_result,
     search_crystals,
     shell_distances,
 )
-from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.search.refine import load_refiner
 from crystalflow.structure.contacts import is_valid
+from crystalflow.structure.crystal import SymmetricCrystal
 
 torch.set_num_threads(1)
 FAST = {"max_steps": 15, "progress": False, "energy_settings": EnergySettings(cutoff=7.0, taper=1.0)}
