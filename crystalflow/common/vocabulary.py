@@ -21,7 +21,7 @@ SPLIT_BY = ("crystal", "cluster")
 DEFAULT_SPLIT_BY = "crystal"
 
 #: names of the noise presets (defined in :mod:`crystalflow.data.noise`)
-NOISE_PRESET_NAMES = ("none", "thermal", "melt", "liquid", "solution")
+NOISE_PRESET_NAMES = ("none", "thermal", "melt", "liquid", "solution", "symmetric")
 DEFAULT_NOISE_PRESET = "solution"
 #: largest molecule a dataset or a prediction takes, hydrogens included
 DEFAULT_MAX_ATOMS = 200

@@ -4,6 +4,13 @@ Each molecule is rotated about its centre of mass, optionally mirrored through i
 centre spread away from the cluster centre by a factor and displaced by Gaussian noise. Molecules stay
 rigid, so the model must recover packing (positions and orientations), not conformations.
 
+With ``NoiseModel.symmetric`` (the ``symmetric`` preset) one error is drawn for the whole crystal instead:
+the central molecule is turned and displaced, every other molecule carries the image of that error under
+the isometry that maps the central molecule onto it in x_s (its symmetry operator, lattice translation
+included), and the centres are strained by one homogeneous strain. The molecules then share their error as
+the molecules of a searched crystal do (one asymmetric molecule, every other one its image), so no
+molecule's neighbours hold its correct orientation (:func:`symmetric_noise`).
+
 A liquid has no interpenetrating molecules, so the draw is then made physically possible: molecules
 whose heavy atoms overlap by more than ``NoiseModel.max_overlap`` (0.5 Å, under the validity threshold
 :data:`crystalflow.structure.contacts.VALIDITY_OVERLAP` of 0.7 Å) are pushed apart by translations only
@@ -12,13 +19,15 @@ push recorded in :class:`NoiseDraw`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import NamedTuple
 
 import numpy as np
 
 from crystalflow.common.vocabulary import DEFAULT_NOISE_PRESET
 from crystalflow.structure.contacts import ContactAtoms
+from crystalflow.structure.contacts import max_overlap as largest_overlap
+from crystalflow.structure.geometry import kabsch
 from crystalflow.structure.molecules import centre_of_mass
 
 #: largest heavy-atom vdW overlap (Å) the noise leaves between molecules (validity needs < 0.7 Å)
@@ -35,6 +44,8 @@ EXPANSION = 1.03
 CENTRE_PUSH_AFTER = 400
 #: rounds after which :func:`separate` gives up (never reached on real crystals)
 MAX_ROUNDS = 2000
+#: factor by which :func:`expand` grows the centres' distances from the central molecule per step
+EXPAND_STEP = 1.01
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,10 @@ class NoiseModel:
     inversion: float = 0.0  #: probability of mirroring a molecule through its centre
     #: push molecules apart until no heavy-atom vdW overlap exceeds this (Å); None keeps overlaps
     max_overlap: float | None = NOISE_MAX_OVERLAP
+    #: one error for the whole cluster, carried by every molecule's symmetry image (:func:`symmetric_noise`)
+    symmetric: bool = False
+    #: std of the entries of the symmetric strain applied to the centres (symmetric noise only)
+    strain: float = 0.0
 
     def to_dict(self) -> dict:
         """Plain dict (for summary.json)."""
@@ -54,13 +69,16 @@ class NoiseModel:
 
 
 #: named presets; ``solution`` (the default) destroys orientations and dilutes the cluster; ``melt`` keeps
-#: orientations to about 30° (weakly correlated), at the density of ``liquid``
+#: orientations to about 30° (weakly correlated), at the density of ``liquid``; ``symmetric`` turns the
+#: asymmetric molecule by about 20° (every image with it), moves it 0.3 Å and strains the cell by 3 %, the
+#: errors of a searched crystal near the experimental one
 NOISE_PRESETS: dict[str, NoiseModel] = {
     "none": NoiseModel(rotation_deg=0.0, displacement=0.0, spread=1.0),
     "thermal": NoiseModel(rotation_deg=10.0, displacement=0.3, spread=1.0),
     "melt": NoiseModel(rotation_deg=30.0, displacement=1.0, spread=1.2),
     "liquid": NoiseModel(rotation_deg=None, displacement=1.0, spread=1.2),
     "solution": NoiseModel(rotation_deg=None, displacement=1.5, spread=1.6),
+    "symmetric": NoiseModel(rotation_deg=20.0, displacement=0.3, spread=1.0, symmetric=True, strain=0.03),
 }
 
 
@@ -68,8 +86,7 @@ def noise_model(preset: str = DEFAULT_NOISE_PRESET, inversion: bool = False) -> 
     """The named preset, with inversion probability 0.5 when ``inversion`` is set."""
     if preset not in NOISE_PRESETS:
         raise ValueError(f"unknown noise preset {preset!r}; choose from {', '.join(NOISE_PRESETS)}")
-    base = NOISE_PRESETS[preset]
-    return NoiseModel(base.rotation_deg, base.displacement, base.spread, 0.5 if inversion else 0.0, base.max_overlap)
+    return replace(NOISE_PRESETS[preset], inversion=0.5 if inversion else 0.0)
 
 
 def random_rotations(n: int, rng: np.random.Generator, angle_std_deg: float | None = None) -> np.ndarray:
@@ -151,12 +168,61 @@ def separate(x: np.ndarray, z: np.ndarray, max_overlap: float = NOISE_MAX_OVERLA
     raise RuntimeError(f"could not separate the molecules within {MAX_ROUNDS} rounds")
 
 
+def expand(x: np.ndarray, z: np.ndarray, max_overlap: float = NOISE_MAX_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
+    """Spread the centres of ``x [M, n, 3]`` about the first molecule's centre by the smallest power of
+    :data:`EXPAND_STEP` after which no heavy-atom vdW overlap exceeds ``max_overlap`` — a uniform expansion of
+    the cell, so a symmetric cluster stays symmetric. Returns the expanded cluster and the translations ``[M, 3]``."""
+    c = np.asarray(x, dtype=np.float64)
+    centres = c.mean(axis=1)
+    offset = centres - centres[0]
+    factor = 1.0
+    while largest_overlap(c + ((factor - 1.0) * offset)[:, None, :], z) > max_overlap:
+        factor *= EXPAND_STEP  # overlaps vanish once the centres are far enough apart: this ends
+    shift = (factor - 1.0) * offset
+    return c + shift[:, None, :], shift
+
+
+def symmetric_noise(x_s: np.ndarray, z: np.ndarray, model: NoiseModel, rng: np.random.Generator) -> NoiseDraw:
+    """x_w whose molecules carry one error as symmetry images of each other (module docstring).
+
+    Molecule j of ``x_s`` is ``g_j`` of the central molecule, ``g_j(x) = R_j x + t_j`` (Kabsch, reflections
+    allowed). The central molecule is turned by Q (``model.rotation_deg``) about its centre c_0, its centre
+    moved by d (``model.displacement`` per axis); molecule j becomes ``g_j`` of that, ``R_j Q (x_0 − c_0)``
+    about the centre ``c_j + R_j d``; the centres are then strained about the central one by ``I + E`` (E
+    symmetric, entries of std ``model.strain``) and spread by ``model.spread``; with ``model.max_overlap`` set,
+    the cell is expanded (:func:`expand`) instead of pushing molecules one by one. The maps recorded are
+    ``R_j Q R_j⁻¹`` (every one turns by the angle of Q). An exactly planar molecule leaves a reflection
+    through its plane undetermined (Kabsch returns the rotation), so its image is then turned by a
+    conjugate of Q (same angle) rather than by the operator's image of the error.
+    """
+    m = x_s.shape[0]
+    com = centre_of_mass(x_s, z)
+    rel = x_s - com[:, None, :]
+    ops = np.stack([kabsch(rel[0], rel[j], allow_reflection=True)[0] for j in range(m)])  # rel0 @ R_j.T = rel_j
+    q = random_rotations(1, rng, model.rotation_deg)[0]
+    d = rng.standard_normal(3) * model.displacement
+    e = rng.standard_normal((3, 3)) * model.strain
+    strain = np.eye(3) + 0.5 * (e + e.T)
+    offset = (com - com[0]) + ops @ d - d  # centre of image j relative to the displaced central molecule
+    new_com = com[0] + d + model.spread * offset @ strain.T
+    turned = rel[0] @ q.T
+    x_w = np.einsum("mij,nj->mni", ops, turned) + new_com[:, None, :]
+    maps = np.einsum("mij,jk,mlk->mil", ops, q, ops)  # R_j Q R_j^T
+    push = np.zeros((m, 3))
+    if model.max_overlap is not None:
+        x_w, push = expand(x_w, z, model.max_overlap)
+    return NoiseDraw(x_w, maps, push)
+
+
 def apply_noise(x_s: np.ndarray, z: np.ndarray, model: NoiseModel, rng: np.random.Generator) -> NoiseDraw:
     """Noised copy x_w of a cluster x_s [M, n, 3], with its per-molecule maps and separating push.
 
     Each map has determinant +1 (rotation) or -1 (rotation composed with inversion). With
-    ``model.max_overlap`` set, molecules are then pushed apart by :func:`separate`.
+    ``model.max_overlap`` set, molecules are then pushed apart by :func:`separate`. A ``symmetric`` model
+    draws one error for the whole cluster instead (:func:`symmetric_noise`).
     """
+    if model.symmetric:
+        return symmetric_noise(x_s, z, model, rng)
     m = x_s.shape[0]
     com = centre_of_mass(x_s, z)  # [M, 3]
     maps = random_rotations(m, rng, model.rotation_deg)

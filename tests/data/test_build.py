@@ -134,7 +134,7 @@ def test_killed_build_resumes(embedded_dir, tmp_path):
     assert rows(out / "clusters.csv") == rows(fresh / "clusters.csv")
 
 
-@pytest.mark.parametrize("preset", ["none", "thermal", "melt", "liquid", "solution"])
+@pytest.mark.parametrize("preset", ["none", "thermal", "melt", "liquid", "solution", "symmetric"])
 def test_every_x_w_of_a_built_dataset_is_valid(small_cif_dir, tmp_path, preset):
     """Each noise preset gives physically possible inputs: no heavy-atom vdW overlap ≥ 0.7 Å in any x_w
     (checked on the stored float32 arrays), and the summary and clusters.csv record it with the noise."""

@@ -122,3 +122,48 @@ def test_separate_ends_for_molecules_whose_atom_pushes_cancel(embedded_dir):
     raw = apply_noise(cluster.x, cluster.z, replace(settings.noise, max_overlap=None), file_rng(settings.seed, key))
     assert max_overlap(draw.x_w, cluster.z) <= NOISE_MAX_OVERLAP
     assert np.allclose(draw.x_w - draw.push[:, None, :], raw.x_w)  # still translations only
+
+
+def test_symmetric_noise_keeps_the_clusters_symmetry_and_turns_every_molecule_alike(embedded_dir):
+    """'symmetric': molecule j of x_w is the image of x_w's central molecule under the same isometry that maps
+    x_s's central molecule onto molecule j of x_s (the crystal's operators are kept), every molecule is turned
+    from its x_s pose by the same angle, and without strain or displacement the centres do not move."""
+    from dataclasses import replace
+
+    from crystalflow.structure.contacts import max_overlap
+    from crystalflow.structure.molecules import centre_of_mass
+
+    crystal = read_cif(str(embedded_dir / "2006609.cif"))
+    cluster = build_cluster(crystal, select(crystal, BuildSettings())[0])
+    model = noise_model("symmetric")
+    assert model.symmetric and (model.rotation_deg, model.displacement, model.strain) == (20.0, 0.3, 0.03)
+    x_s, z = cluster.x, cluster.z
+    for seed in range(3):
+        draw = apply_noise(x_s, z, model, np.random.default_rng(seed))
+        assert max_overlap(draw.x_w, z) <= model.max_overlap
+        rel_s = x_s - x_s.mean(axis=1, keepdims=True)
+        rel_w = draw.x_w - draw.x_w.mean(axis=1, keepdims=True)
+        angles = []
+        for j in range(len(x_s)):
+            r_s, _, _ = kabsch(rel_s[0], rel_s[j], allow_reflection=True)
+            r_w, _, rmsd = kabsch(rel_w[0], rel_w[j], allow_reflection=True)
+            assert rmsd < 1e-6 and np.allclose(r_s, r_w, atol=1e-6)
+            turn, _, _ = kabsch(rel_s[j], rel_w[j])
+            angles.append(np.degrees(np.arccos(np.clip((np.trace(turn) - 1) / 2, -1, 1))))
+        assert np.ptp(angles) < 1e-4 and draw.statistics()["noise_angle"] == pytest.approx(angles[0], abs=1e-3)
+    still = replace(model, displacement=0.0, strain=0.0, max_overlap=None)
+    draw = apply_noise(x_s, z, still, np.random.default_rng(0))
+    assert np.allclose(centre_of_mass(draw.x_w, z), centre_of_mass(x_s, z), atol=1e-9)
+    assert not draw.push.any()
+
+
+def test_expand_spreads_the_centres_uniformly_until_nothing_overlaps():
+    """Two C atoms 2.0 Å apart (vdW overlap 1.4 Å): the second moves along the line, the first stays, and the
+    expansion stops at the first factor 1.01^k that brings the overlap to ≤ 0.5 Å (distance ≥ 2.9 Å)."""
+    from crystalflow.data.noise import EXPAND_STEP, expand
+
+    x = np.array([[[0.0, 0.0, 0.0]], [[2.0, 0.0, 0.0]]])
+    out, shift = expand(x, np.array([6]), 0.5)
+    k = int(np.ceil(np.log(2.9 / 2.0) / np.log(EXPAND_STEP)))
+    assert out[1, 0, 0] == pytest.approx(2.0 * EXPAND_STEP**k)
+    assert np.array_equal(out[0], x[0]) and np.allclose(shift[:, 1:], 0.0)
