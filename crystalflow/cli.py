@@ -21,6 +21,7 @@ from crystalflow.common.vocabulary import (
     DEFAULT_MAX_ATOMS,
     DEFAULT_NOISE_PRESET,
     DEFAULT_SEARCH_CANDIDATES,
+    DEFAULT_SEARCH_RANKING,
     DEFAULT_SEARCH_SECONDS,
     DEFAULT_SEARCH_WORKERS,
     DEFAULT_SIMILARITY_WIDTH,
@@ -36,6 +37,7 @@ from crystalflow.common.vocabulary import (
     NOISE_PRESET_NAMES,
     PREDICT_MODES,
     RECONSTRUCT_SOURCES,
+    SEARCH_RANKINGS,
     SOLVERS,
     SPLIT_BY,
     SPLIT_CHOICES,
@@ -240,7 +242,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise UserError("--shard needs --batch FILE")
     search = {"candidates": args.candidates, "seconds": args.seconds, "space_groups": _space_groups(args.space_groups),
               "conformers": args.conformers, "pxrd": args.pxrd, "max_steps": args.max_steps,
-              "workers": args.workers, "refine": args.refine}
+              "workers": args.workers, "refine": args.refine, "ranking": args.rank}
     if args.batch is not None:
         from crystalflow.apps.predict_batch import parse_shard, run_batch
         shard = parse_shard(args.shard)
@@ -250,7 +252,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
               f"{r['failed']} failed; table {r['summary']}" + (f", failures {r['failures']}" if r["failed"] else ""))
         return
     if mode == "model":
-        for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers), ("--refine", args.refine)):
+        for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers), ("--refine", args.refine),
+                              ("--rank", args.rank)):
             if value is not None:
                 raise UserError(f"{option} applies to --mode search")
         cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed,
@@ -471,6 +474,9 @@ def make_parser() -> argparse.ArgumentParser:
                     help="search: refine the lowest candidates with a flow model (the shipped search model, or a "
                          "run/model directory); off by default: it did not raise success on held-out molecules "
                          "(docs/search.md)")
+    pr.add_argument("--rank", choices=SEARCH_RANKINGS, default=None,
+                    help=f"search: order of the crystals: lattice energy, or the learned ranker (default "
+                         f"{DEFAULT_SEARCH_RANKING}; docs/search.md)")
     pr.add_argument("--model", default=None, help="model: training run directory (default: the shipped model)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--steps", type=_positive, default=None, help=f"model: Euler steps of the flow ({DEFAULT_STEPS})")

@@ -10,11 +10,14 @@
    and time budget split evenly among the conformers: random Z' = 1 crystals in the searched space groups,
    relaxed (W99 exp-6 + Gasteiger), invalid ones dropped, duplicates merged.
 3. Ranking by ``energy`` = lattice energy per molecule + the conformer's force-field energy above the
-   lowest conformer (MMFF94, 0 with one conformer); the top ``samples`` are kept.
+   lowest conformer (MMFF94, 0 with one conformer), or with ``ranking="learned"`` by the shipped learned
+   ranker's score (:mod:`crystalflow.search.ranking`: energy, packing, how often the search found the
+   structure, its space group, its electrostatic share and the search model's shift); the top ``samples``
+   are kept.
 4. With ``pxrd`` a measured powder pattern (:func:`crystalflow.structure.pxrd.read_pattern`) is compared with
    each kept candidate's simulated one (de Gelder similarity), and ``ranking_pxrd.csv`` orders them by it.
 
-Files per candidate ``candidate_NN`` (rank 01 the lowest energy): ``.cif`` (standard setting; energy,
+Files per candidate ``candidate_NN`` (rank 01 first: the lowest energy, or the best learned score): ``.cif`` (standard setting; energy,
 density, packing as ``_crystalflow_*`` items), ``.xyz``/``.pdb`` (its 17-molecule cluster) and
 ``_pxrd.csv`` (simulated Cu Kα pattern); then ``summary.csv``, ``overview.png``, ``viewer.html``
 (offline 3Dmol.js, each candidate's unit cell), ``notes.txt`` and ``predict.json`` (settings, counts, seconds).
@@ -33,7 +36,13 @@ from crystalflow.apps.viz import candidate_page_template
 from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_json, write_text
-from crystalflow.common.vocabulary import DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP
+from crystalflow.common.vocabulary import (
+    DEFAULT_SEARCH_CANDIDATES,
+    DEFAULT_SEARCH_RANKING,
+    DEFAULT_SEARCH_SECONDS,
+    DEFAULT_TOP,
+    SEARCH_RANKINGS,
+)
 from crystalflow.structure.molecule_input import Molecule3D, read_molecule
 
 #: molecules with at most this many rotatable bonds are searched with one conformer by default
@@ -44,14 +53,14 @@ FLEXIBLE_CONFORMERS = 3
 OVERVIEW_PATTERNS = 3
 SUMMARY_COLUMNS = ("rank", "energy", "lattice_energy", "density", "packing", "space_group", "space_group_number",
                    "a", "b", "c", "alpha", "beta", "gamma", "Z", "valid", "max_overlap", "conformer",
-                   "generated_in", "duplicates", "converged", "pxrd_similarity")
+                   "generated_in", "duplicates", "converged", "pxrd_similarity", "score")
 PXRD_COLUMNS = ("pxrd_rank", "rank", "pxrd_similarity", "energy", "density", "space_group")
 TABLE_HEADER = "rank  energy(kJ/mol)  density  packing  space group  conformer" + "  pxrd"
 
 
 @dataclass
 class CrystalCandidate:
-    """One predicted periodic crystal (rank 1 = lowest energy)."""
+    """One predicted periodic crystal (rank 1 first: lowest energy, or best learned score)."""
 
     rank: int
     crystal: object = field(repr=False)  #: the relaxed SymmetricCrystal
@@ -69,6 +78,7 @@ class CrystalCandidate:
     converged: bool = True
     pxrd_similarity: float = float("nan")  #: with a measured pattern: de Gelder similarity to it
     pattern: object = field(default=None, repr=False)  #: its simulated PowderPattern
+    score: float = float("nan")  #: with the learned ranking: the ranker's score (higher ranks first)
 
     @property
     def valid(self) -> bool:
@@ -86,7 +96,8 @@ class CrystalCandidate:
                 "gamma": round(ga, 3), "Z": self.z_cell, "valid": int(self.valid),
                 "max_overlap": round(self.max_overlap, 3), "conformer": self.conformer,
                 "generated_in": self.generated_in, "duplicates": self.duplicates, "converged": int(self.converged),
-                "pxrd_similarity": "" if math.isnan(self.pxrd_similarity) else round(self.pxrd_similarity, 4)}
+                "pxrd_similarity": "" if math.isnan(self.pxrd_similarity) else round(self.pxrd_similarity, 4),
+                "score": "" if math.isnan(self.score) else round(self.score, 4)}
 
     def table_line(self) -> str:
         """This candidate as a line under :data:`TABLE_HEADER`."""
@@ -147,7 +158,7 @@ def predict_crystals(
     molecule: str | os.PathLike | Molecule3D, out_dir: str | None = None, *, candidates: int = DEFAULT_SEARCH_CANDIDATES,
     seconds: float | None = DEFAULT_SEARCH_SECONDS, samples: int = DEFAULT_TOP, space_groups=None, seed: int = 0,
     conformers: int | None = None, pxrd: str | os.PathLike | None = None, max_steps: int | None = None,
-    progress: bool = True, workers: int = 1, refine=None,
+    progress: bool = True, workers: int = 1, refine=None, ranking: str | None = None,
 ) -> list[CrystalCandidate]:
     """The ``samples`` lowest-energy crystals found by searching ``candidates`` random crystals of ``molecule``.
 
@@ -156,7 +167,9 @@ def predict_crystals(
     file to compare with; ``max_steps``: L-BFGS steps per relaxation (default the search's); ``workers``:
     processes relaxing at once; ``refine``: a flow model, a run/model directory or True (the shipped search
     model, :func:`crystalflow.search.refine.load_refiner`) that refines the lowest candidates within a quarter
-    of the time (off by default: no gain measured, ``docs/search.md``). With ``out_dir``
+    of the time (off by default: no gain measured, ``docs/search.md``); ``ranking``: one of
+    :data:`~crystalflow.common.vocabulary.SEARCH_RANKINGS` (default
+    :data:`~crystalflow.common.vocabulary.DEFAULT_SEARCH_RANKING`). With ``out_dir``
     every file of the module docstring is written there. Bad input raises :class:`UserError`.
 
     Example::
@@ -189,6 +202,9 @@ def predict_crystals(
         raise UserError(str(exc)) from None
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise UserError(f"workers must be a positive integer, got {workers!r}")
+    ranking = DEFAULT_SEARCH_RANKING if ranking is None else ranking
+    if ranking not in SEARCH_RANKINGS:
+        raise UserError(f"ranking must be one of {', '.join(SEARCH_RANKINGS)}, got {ranking!r}")
     refine_model = None if refine is None or refine is False else refine
     if refine is True or isinstance(refine, (str, os.PathLike)):
         from crystalflow.search.refine import load_refiner
@@ -223,13 +239,20 @@ def predict_crystals(
         raise UserError(f"no valid crystal found for {mol.name} among "
                         f"{sum(r.n_generated for _, r in results)} generated: give a larger --candidates or --seconds")
     found.sort(key=lambda item: (item[0], item[1], item[3].index))
+    scores = [math.nan] * len(found)
+    if ranking == "learned":
+        from crystalflow.search.ranking import RANK_TOP, load_ranker, ranking_order
+
+        _say(progress, f"ranking the {min(len(found), RANK_TOP)} lowest of {len(found)} crystals by the learned ranker")
+        order, s = ranking_order([c for *_, c in found], load_ranker(), energies=[e for e, *_ in found])
+        found, scores = [found[i] for i in order], [float(s[i]) for i in order]  # NaN beyond RANK_TOP
     kept = []
-    for rank, (energy, k, conf_energy, c) in enumerate(found[:samples], start=1):
+    for rank, ((energy, k, conf_energy, c), score) in enumerate(zip(found[:samples], scores), start=1):
         cell, z_cell = cell_parameters(c.crystal)
         kept.append(CrystalCandidate(rank=rank, crystal=c.crystal, energy=energy, lattice_energy=c.energy,
                                      density=c.density, packing=c.packing, space_group=c.space_group, cell=cell,
                                      z_cell=z_cell, max_overlap=c.max_overlap, conformer=k, generated_in=c.generated_in,
-                                     duplicates=c.duplicates, converged=c.converged))
+                                     duplicates=c.duplicates, converged=c.converged, score=score))
     _simulate_patterns(kept, measured)
     seconds_used = time.time() - t_start
     best = kept[0]
@@ -245,7 +268,7 @@ def predict_crystals(
                               "distinct": len(r), "per_group": r.per_group, "seconds": r.seconds,
                               "timed_out": r.timed_out, "summary": r.summary()} for k, r in results],
                 "pxrd": None if pxrd is None else os.fspath(pxrd), "seconds": seconds_used, "workers": workers,
-                "refined": refine_model is not None}
+                "refined": refine_model is not None, "ranking": ranking}
         write_crystal_outputs(out_dir, mol, kept, [(e, k, c) for e, k, _, c in found], info, measured)
         _say(progress, f"wrote {len(kept)} crystals to {out_dir} (open viewer.html or overview.png)")
     return kept
@@ -325,6 +348,8 @@ def _notes_text(mol: Molecule3D, kept: list[CrystalCandidate], info: dict, measu
         f"settings: {info['candidates']} candidates, time budget {budget}, "
         f"seed {info['seed']}, top {info['samples']} kept, L-BFGS max {info['max_steps']} steps per relaxation",
         f"space groups searched (CSD-weighted): {', '.join(info['space_groups'])}",
+        "ranked by " + ("the learned ranker (crystalflow.search.ranking; summary.csv: score)"
+                        if info.get("ranking") == "learned" else "energy, lowest first"),
         f"{len(info['conformers'])} conformer(s), kept rigid in the search:",
     ]
     for c in info["conformers"]:

@@ -1,5 +1,5 @@
 """Files shipped inside the package (``crystalflow/resources/``): the embedded COD CIFs, the default model,
-the search model, the vendored 3Dmol.js."""
+the search model, the search's ranker, the vendored 3Dmol.js."""
 from __future__ import annotations
 
 from importlib import resources
@@ -40,3 +40,13 @@ def search_model_dir() -> str:
     """Folder of the model :mod:`crystalflow.search.refine` uses by default (``checkpoint.pt`` + ``config.json``
     + its model card ``README.md``)."""
     return resource_path(*SEARCH_MODEL)
+
+
+#: the learned ranking of searched crystals (:mod:`crystalflow.search.ranking`), under resources
+RANKER = ("models", "ranker", "ranker.json")
+
+
+def ranker_path() -> str:
+    """Path of the ranker :func:`crystalflow.search.ranking.load_ranker` loads by default (its model card is the
+    ``README.md`` beside it)."""
+    return resource_path(*RANKER)

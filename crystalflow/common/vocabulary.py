@@ -47,6 +47,10 @@ DEFAULT_CANDIDATES = 8
 #: crystal search of ``predict``: random crystals generated and relaxed at most, time budget (s; for a small
 #: molecule the budget ends the search first: about 0.5-1 s per crystal and core), crystals kept (top K)
 DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP = 2000, 300.0, 10
+#: orders of the searched crystals (``predict --rank``): lattice energy, or the learned ranker
+#: (:mod:`crystalflow.search.ranking`); the default is the better on held-out molecules (docs/search.md)
+SEARCH_RANKINGS = ("energy", "learned")
+DEFAULT_SEARCH_RANKING = "energy"
 #: processes of the crystal search (``predict --workers``)
 DEFAULT_SEARCH_WORKERS = 1
 #: noise variants of the benchmark: its Tables 1 (plain), 2 (inversion) and 3 (melt)

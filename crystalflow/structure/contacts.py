@@ -79,3 +79,33 @@ def max_overlap(x: np.ndarray, z: np.ndarray) -> float:
 def is_valid(x: np.ndarray, z: np.ndarray, threshold: float = VALIDITY_OVERLAP) -> bool:
     """Whether no two heavy atoms of different molecules overlap by ``threshold`` Å or more."""
     return max_overlap(x, z) < threshold
+
+
+#: atomic numbers of hydrogen-bond donors (the atom an H is bonded to) and acceptors: N, O
+HBOND_ELEMENTS = (7, 8)
+#: Å: an H on N/O at most this far from an N/O of another molecule is counted as a hydrogen bond
+HBOND_DISTANCE = 2.5
+
+
+def hydrogen_bonds(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, molecule: int = 0,
+                   max_distance: float = HBOND_DISTANCE) -> int:
+    """Hydrogen bonds of one molecule of the cluster ``x`` [M, n, 3] with the others: contacts shorter than
+    ``max_distance`` Å between an H covalently bonded (``bonds`` [B, 2], the molecule's bond graph) to N or O
+    and an N or O of another molecule, counted whether ``molecule`` gives the H or takes it."""
+    c = np.asarray(x, dtype=np.float64)
+    zz = np.asarray(z).astype(np.int64).reshape(-1)
+    polar = np.isin(zz, HBOND_ELEMENTS)
+    donor_h = np.zeros(len(zz), dtype=bool)
+    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
+        if zz[i] == HYDROGEN and polar[j]:
+            donor_h[i] = True
+        if zz[j] == HYDROGEN and polar[i]:
+            donor_h[j] = True
+    if not donor_h.any() or not polar.any():
+        return 0
+    others = np.delete(np.arange(c.shape[0]), molecule)
+    me = c[molecule]
+    rest_h, rest_a = c[others][:, donor_h].reshape(-1, 3), c[others][:, polar].reshape(-1, 3)
+    given = np.linalg.norm(me[donor_h][:, None] - rest_a[None], axis=-1) < max_distance
+    taken = np.linalg.norm(me[polar][:, None] - rest_h[None], axis=-1) < max_distance
+    return int(given.sum() + taken.sum())

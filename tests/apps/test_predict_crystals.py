@@ -79,6 +79,20 @@ def test_ranked_by_energy(run):
     assert all(c.density > 0.5 and c.valid and c.conformer == 1 for c in kept)
 
 
+def test_learned_ranking_orders_the_same_search_by_score(run, tmp_path):
+    _, by_energy = run
+    kept = PC.predict_crystals(BENZENE, str(tmp_path / "learned"), ranking="learned", **{**TINY, "samples": 4})
+    scores = [c.score for c in kept]
+    assert scores == sorted(scores, reverse=True) and all(s == s for s in scores)  # finite, best first
+    assert [c.rank for c in kept] == list(range(1, len(kept) + 1))
+    assert {round(c.energy, 6) for c in by_energy} <= {round(c.energy, 6) for c in kept}  # the same crystals
+    rows = _rows(tmp_path / "learned" / "summary.csv")
+    assert [float(r["score"]) for r in rows] == pytest.approx(scores, abs=1e-4)
+    assert "learned ranker" in (tmp_path / "learned" / "notes.txt").read_text()
+    with pytest.raises(UserError, match="ranking must be one of"):
+        PC.predict_crystals(BENZENE, None, ranking="density", **TINY)
+
+
 def test_pxrd_ranking_puts_the_candidate_of_the_pattern_first(run, tmp_path):
     out, kept = run
     target = kept[-1].rank

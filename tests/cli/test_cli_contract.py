@@ -249,6 +249,11 @@ CASES: dict[str, tuple[Case, str]] = {
         lambda w, t: ["predict", BENZENE, "--batch", str(t / "m.smi"), "-o", str(t / "c"), "-q"], "not both"),
     "predict/refine-in-model-mode": (
         lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--model", w.run, "--refine", "-q"], "--mode search"),
+    "predict/rank-in-model-mode": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--model", w.run, "--rank", "learned", "-q"],
+        "--mode search"),
+    "predict/unknown-ranking": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--rank", "density", "-q"], "invalid choice"),
     "predict/missing-refine-model": (
         lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--refine", str(t / "missing"), "--candidates", "1", "-q"],
         "no training run"),

@@ -70,3 +70,16 @@ def test_non_finite_and_bad_shapes_are_refused() -> None:
         max_overlap(x, np.array([C, H]))
     with pytest.raises(ValueError, match="shape"):
         max_overlap(two_ch(3.0), np.array([C]))
+
+
+def test_hydrogen_bonds_counted_by_hand() -> None:
+    from crystalflow.structure.contacts import hydrogen_bonds
+
+    water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])  # O, H, H
+    z, bonds = np.array([8, 1, 1]), np.array([[0, 1], [0, 2]])
+    dimer = np.stack([water, water + [0.96 + 1.9, 0.0, 0.0]])  # O-H...O at 1.9 A: one bond, given by molecule 0
+    assert hydrogen_bonds(dimer, z, bonds, 0) == 1 and hydrogen_bonds(dimer, z, bonds, 1) == 1
+    far = np.stack([water, water + [0.96 + 2.6, 0.0, 0.0]])
+    assert hydrogen_bonds(far, z, bonds, 0) == 0
+    methane_like = np.array([6, 1, 1])  # the same geometry with C: its H are no donors, C no acceptor
+    assert hydrogen_bonds(dimer, methane_like, bonds, 0) == 0
