@@ -41,19 +41,30 @@ L2_GRID = (0.01, 0.1, 1.0, 10.0)
 FOLDS = 5
 
 
-def load_pools(folder: str, model) -> list[dict]:
-    """name, features [K, F] (all of FEATURES), solved [K] of every pool with candidates, in name order."""
+def load_pools(folder: str, model, model_name: str) -> list[dict]:
+    """name, features [K, F] (all of FEATURES, of the RANK_TOP lowest), solved [K] of every pool with
+    candidates, in name order. Features are cached beside each pool (``NAME.features.npz``, valid for the same
+    FEATURES, RANK_TOP and model; with the seconds they took)."""
     pools = []
+    key = f"{','.join(FEATURES)}|{RANK_TOP}|{model_name}"
     for path in sorted(glob.glob(os.path.join(folder, "*.pkl"))):
         with open(path, "rb") as f:
             d = pickle.load(f)
         if not d["candidates"]:
             continue
-        t = time.perf_counter()
-        x = candidate_features(d["candidates"][:RANK_TOP], model=model)
+        cache = path[:-4] + ".features.npz"
+        stored = np.load(cache) if os.path.exists(cache) else None
+        if stored is not None and str(stored["key"]) == key:
+            x, seconds = stored["x"], float(stored["seconds"])
+        else:
+            t = time.perf_counter()
+            x = candidate_features(d["candidates"][:RANK_TOP], model=model)
+            seconds = time.perf_counter() - t
+            np.savez(cache, x=x, key=key, seconds=seconds)
         solved = np.array([lab["solved"] for lab in d["labels"]][:RANK_TOP], dtype=bool)
         pools.append({"name": d["name"], "x": x, "solved": solved, "n": len(d["candidates"]),
-                      "seconds": d["seconds"], "feature_seconds": time.perf_counter() - t})
+                      "seconds": d["seconds"], "feature_seconds": seconds,
+                      "first": next((k + 1 for k, lab in enumerate(d["labels"]) if lab["solved"]), None)})
     return pools
 
 
@@ -94,14 +105,16 @@ def line(label: str, n: int, s: dict[int, float]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train", required=True, help="folder of training pools")
-    ap.add_argument("--heldout", required=True, help="folder of held-out pools")
+    ap.add_argument("--heldout", default=None, help="folder of held-out pools (without: the cross-validation only)")
     ap.add_argument("--model", default=None, help="flow model of model_shift (default: the shipped search model)")
     ap.add_argument("--save", default=None, help="write the chosen ranker (JSON) here")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model = load_refiner(args.model)
     t = time.perf_counter()
-    train, heldout = load_pools(args.train, model), load_pools(args.heldout, model)
+    model_name = os.path.abspath(args.model) if args.model else "shipped search model"
+    train = load_pools(args.train, model, model_name)
+    heldout = load_pools(args.heldout, model, model_name) if args.heldout else []
     print(f"{len(train)} training molecules ({sum(p['solved'].any() for p in train)} with a solving candidate), "
           f"{len(heldout)} held-out; features in {time.perf_counter() - t:.0f} s", flush=True)
     sets = {"learned": tuple(f for f in FEATURES if f != "model_shift"), "learned + model": FEATURES}
@@ -117,6 +130,8 @@ def main() -> None:
             if best is None or sum(s.values()) > sum(best[1].values()):
                 best = (l2, s)
         chosen[label] = best
+    if not heldout:
+        return
     print(f"\nheld-out molecules (the same candidates: the same search time)")
     print(f"{'ranking':34s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s}")
     results = {"energy": sol(heldout, energy_scores(heldout))}
@@ -135,7 +150,7 @@ def main() -> None:
     if args.save:
         label = max(sets, key=lambda k: sum(chosen[k][1].values()))
         ranker = rankers[label]
-        ranker.info = {"trained_on": os.path.abspath(args.train), "molecules": len(train), "l2": chosen[label][0],
+        ranker.info = {"trained_on": args.train, "molecules": len(train), "l2": chosen[label][0],
                        "selected": label, "cross_validation": chosen[label][1], "heldout": results[label],
                        "heldout_energy": results["energy"], "heldout_molecules": len(heldout)}
         os.makedirs(os.path.dirname(os.path.abspath(args.save)), exist_ok=True)

@@ -31,6 +31,7 @@ CHOICES = {
     ("benchmark", "variants"): V.BENCHMARK_VARIANTS,
     ("reconstruct", "source"): V.RECONSTRUCT_SOURCES,
     ("predict", "mode"): V.PREDICT_MODES,
+    ("predict", "rank"): V.SEARCH_RANKINGS,
 }
 #: (command, option dest) -> the vocabulary default it must have
 DEFAULTS = {
