@@ -47,7 +47,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -175,9 +175,10 @@ def _noise_from_dict(d: dict) -> NoiseModel:
     """A NoiseModel from {"preset"/"noise_preset": NAME, "inversion": ...} or from NoiseModel fields."""
     if "preset" in d or "noise_preset" in d:
         return noise_model(d.get("preset", d.get("noise_preset")), inversion=bool(d.get("inversion", False)))
-    known = {f: d[f] for f in ("rotation_deg", "displacement", "spread", "inversion") if f in d}
+    names = [f.name for f in fields(NoiseModel)]
+    known = {f: d[f] for f in names if f in d}
     if not known:
-        raise ValueError("give 'preset' or NoiseModel fields (rotation_deg, displacement, spread, inversion)")
+        raise ValueError(f"give 'preset' or NoiseModel fields ({', '.join(names)})")
     return NoiseModel(**known)
 
 

@@ -222,6 +222,9 @@ def test_model_from_run_dir_with_its_noise(tmp_path, tiny_model, aspirin):
     assert main(["predict", ASPIRIN, "-o", str(tmp_path / "cli"), "--model", str(run_dir), "--samples", "2",
                  "--steps", "1", "--seed", "3", "-q"]) == 0
     assert (tmp_path / "cli" / "viewer.html").exists()
+    symmetric = noise_model("symmetric")  # every field read back, the symmetric ones included
+    (run_dir / P.NOISE_FILE).write_text(json.dumps(symmetric.to_dict()))
+    assert P.run_noise(str(run_dir))[0] == symmetric
     (run_dir / P.NOISE_FILE).write_text("[1, 2]")
     with pytest.raises(UserError, match="bad noise description"):
         P.run_noise(str(run_dir))
