@@ -39,6 +39,7 @@ another packing lower).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import multiprocessing
@@ -239,7 +240,7 @@ def run_target(job) -> dict:
     t = time.perf_counter()
     result = search_crystals(true.molecule, true.z, args.candidates, space_groups=groups,
                              rng=np.random.default_rng([args.seed, k]), time_budget_s=args.seconds,
-                             max_steps=args.max_steps, progress=False)
+                             max_steps=args.max_steps, progress=False, workers=args.search_workers)
     seconds = time.perf_counter() - t
     rows.append({**base, **score(result.candidates, true), "setting": "search", "seconds": seconds,
                  "n": len(result.candidates), "generated": result.n_generated,
@@ -288,8 +289,13 @@ def main() -> None:
     ap.add_argument("--min-rotatable", type=int, default=0)
     ap.add_argument("--min-heavy", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1, help="molecules searched at once (one core each)")
+    ap.add_argument("--search-workers", type=int, default=1,
+                    help="processes of each search (search_crystals(workers=...)); with --workers 1 and "
+                         "--search-workers 2 --seconds 600: the goal's 10 min on 2 cores per molecule")
     ap.add_argument("--csv", default=None, help="write every row here")
     args = ap.parse_args()
+    if args.workers > 1 and args.search_workers > 1:
+        ap.error("--search-workers > 1 needs --workers 1 (a pool's worker cannot start processes)")
     torch.set_num_threads(1)
     files = _split_files(args.split_of, args.split) if args.split_of else _set_files(args.sets.split(","))
     jobs = []
@@ -307,9 +313,15 @@ def main() -> None:
     print(header, flush=True)
     rows = []
     yn = {True: "y", False: "-"}
-    ctx = multiprocessing.get_context("fork")
-    with ctx.Pool(args.workers, initializer=_init_worker, initargs=(args.model,)) as pool:
-        for out in pool.imap(run_target, jobs):
+    with contextlib.ExitStack() as stack:
+        if args.workers == 1:  # in this process: a search may then start its own worker processes
+            _init_worker(args.model)
+            outputs = map(run_target, jobs)
+        else:
+            pool = stack.enter_context(multiprocessing.get_context("fork").Pool(
+                args.workers, initializer=_init_worker, initargs=(args.model,)))
+            outputs = pool.imap(run_target, jobs)
+        for out in outputs:
             for r in out:
                 rows.append(r)
                 print(f"{r['name'][:32]:32s} {r['setting']:15s} {r['formula'][:12]:12s} {r['rot']:3d} "
