@@ -305,8 +305,9 @@ def main() -> None:
             print(f"{name:28s} skipped: space group {number} is not one of the common ones", flush=True)
             continue
         jobs.append((k, name, true, number, rot, args))
-    print(f"{len(jobs)} molecules; budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s on one "
-          f"core; space groups: {args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, "
+    cores = "one core" if args.search_workers == 1 else f"{args.search_workers} processes"
+    print(f"{len(jobs)} molecules; budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s on "
+          f"{cores}; space groups: {args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, "
           f"≤ {args.max_rotatable} rotatable bonds; model {args.model}; {args.workers} worker(s)", flush=True)
     header = (f"{'molecule':32s} {'setting':15s} {'formula':12s} {'rot':>3s} {'sg':>5s} {'gen':>4s} {'cand':>4s} "
               f"{'@1':>2s} {'@10':>3s} {'@30':>3s} {'first':>5s} {'best n':>6s} {'rmsd':>5s} {'E1':>7s} {'E_exp':>7s} {'s':>5s}")
