@@ -161,20 +161,29 @@ def targets(files: list[tuple[str, str]], max_heavy: int, max_rotatable: int, ma
         yield name, sc, sc.space_group()[0], rot
 
 
+def labels(clusters, true: SymmetricCrystal, pred_z=None) -> list[dict]:
+    """``n_matched``, ``rmsd`` and ``solved`` (valid and matched) of each cluster ([17, n, 3], of atoms ``pred_z``
+    when not in the true molecule's order) against the true crystal."""
+    true_cluster = true.cluster()
+    topo = ClusterTopology(true_cluster[0], true.z)
+    out = []
+    for cluster in clusters:
+        valid, _ = cluster_validity(cluster, true.z if pred_z is None else pred_z)
+        m = packing_match(cluster, true_cluster, true.z, topology=topo, pred_z=pred_z)
+        out.append({"n_matched": int(m.n_matched), "rmsd": float(m.rmsd), "solved": bool(valid and m.matched)})
+    return out
+
+
 def score(candidates, true: SymmetricCrystal, clusters=None, pred_z=None) -> dict:
     """solved@K, first solving rank, best n_matched (top 30) of ranked candidates (or of ``clusters``,
     [17, n, 3] arrays in rank order, of atoms ``pred_z`` when not in the true molecule's order) against the
     true crystal."""
-    true_cluster = true.cluster()
-    topo = ClusterTopology(true_cluster[0], true.z)
-    solved, best_n, best_rmsd = [], 0, math.nan
     items = clusters if clusters is not None else [c.crystal.cluster() for c in candidates[: max(TOP_K)]]
-    for cluster in items[: max(TOP_K)]:
-        valid, _ = cluster_validity(cluster, true.z if pred_z is None else pred_z)
-        m = packing_match(cluster, true_cluster, true.z, topology=topo, pred_z=pred_z)
-        solved.append(bool(valid and m.matched))
-        if m.n_matched > best_n or (m.n_matched == best_n and m.rmsd < best_rmsd):
-            best_n, best_rmsd = m.n_matched, m.rmsd
+    found = labels(items[: max(TOP_K)], true, pred_z)
+    solved, best_n, best_rmsd = [f["solved"] for f in found], 0, math.nan
+    for f in found:
+        if f["n_matched"] > best_n or (f["n_matched"] == best_n and f["rmsd"] < best_rmsd):
+            best_n, best_rmsd = f["n_matched"], f["rmsd"]
     first = next((k + 1 for k, s in enumerate(solved) if s), None)
     return {**{f"solved@{k}": bool(any(solved[:k])) for k in TOP_K}, "first": first, "best_n": best_n,
             "best_rmsd": best_rmsd}

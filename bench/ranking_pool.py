@@ -9,8 +9,8 @@ ranking of candidates is trained and measured on (``bench/learned_ranking.py``).
 Targets as in ``bench/predict_crystals.py`` (``targets``: ≤ ``--max-heavy`` heavy atoms, ≤ ``--max-rotatable``
 rotatable bonds, the crystal conformer kept rigid). Per molecule, ``search_crystals`` in the common space groups
 (seed ``[--seed, k]``, k the molecule's position), then every distinct candidate is scored against the experimental
-cluster as ``bench/predict_crystals.py`` scores its top 30 (``packing_match``, ``cluster_validity``): ``n_matched``,
-``rmsd``, ``solved``. One pickle per molecule (``NAME.pkl``: the target, the candidates, their labels, the search's
+cluster by ``labels`` of ``bench/predict_crystals.py`` (as it scores its top 30): ``n_matched``, ``rmsd``,
+``solved``. One pickle per molecule (``NAME.pkl``: the target, the candidates, their labels, the search's
 seconds); molecules already written are skipped, so a killed run resumes.
 """
 from __future__ import annotations
@@ -26,24 +26,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from predict_crystals import _set_files, _split_files, targets  # noqa: E402
+from predict_crystals import _set_files, _split_files, labels, targets  # noqa: E402
 
-from crystalflow.evaluation.matching import ClusterTopology, packing_match  # noqa: E402
-from crystalflow.evaluation.metrics import cluster_validity  # noqa: E402
 from crystalflow.search.pipeline import search_crystals  # noqa: E402
-
-
-def labels(candidates, true) -> list[dict]:
-    """n_matched, rmsd and solved of each candidate against the true crystal."""
-    true_cluster = true.cluster()
-    topo = ClusterTopology(true_cluster[0], true.z)
-    out = []
-    for c in candidates:
-        cluster = c.crystal.cluster()
-        valid, _ = cluster_validity(cluster, true.z)
-        m = packing_match(cluster, true_cluster, true.z, topology=topo)
-        out.append({"n_matched": int(m.n_matched), "rmsd": float(m.rmsd), "solved": bool(valid and m.matched)})
-    return out
 
 
 def run(job) -> str:
@@ -56,7 +41,7 @@ def run(job) -> str:
     result = search_crystals(true.molecule, true.z, args.candidates, rng=np.random.default_rng([args.seed, k]),
                              time_budget_s=args.seconds, progress=False)
     seconds = time.perf_counter() - t
-    lab = labels(result.candidates, true)
+    lab = labels([c.crystal.cluster() for c in result.candidates], true)
     tmp = path + ".part"
     with open(tmp, "wb") as f:
         pickle.dump({"name": name, "true": true, "number": number, "rot": rot, "seconds": seconds,

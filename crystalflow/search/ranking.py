@@ -42,6 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from crystalflow.common.io import write_json
 from crystalflow.data.dataset import collate
 from crystalflow.data.shards import ClusterRecord
 from crystalflow.evaluation.sampling import rigid_projection
@@ -150,9 +151,9 @@ class Ranker:
         return ((np.asarray(x, dtype=np.float64) - self.mean) / self.scale) @ self.weights
 
     def save(self, path: str) -> None:
-        with open(path, "w") as f:
-            json.dump({"version": RANKER_VERSION, "features": list(self.features), "weights": self.weights.tolist(),
-                       "mean": self.mean.tolist(), "scale": self.scale.tolist(), "info": self.info or {}}, f, indent=1)
+        """Write the ranker as JSON (atomically, :func:`crystalflow.common.io.write_json`)."""
+        write_json(path, {"version": RANKER_VERSION, "features": list(self.features), "weights": self.weights,
+                          "mean": self.mean, "scale": self.scale, "info": self.info or {}})
 
     @classmethod
     def load(cls, path: str) -> "Ranker":
@@ -185,7 +186,7 @@ def fit_ranker(pools: list[tuple[np.ndarray, np.ndarray]], features=FEATURES, l2
     """The ranker whose scores best order labelled searches: ``pools`` of (features [K, F], solved [K] bools),
     one per molecule. Minimises the mean over molecules (those with both kinds of candidate) of the mean
     logistic loss log(1 + exp(s_j − s_i)) over pairs of a solving i and a non-solving j, plus
-    ``l2``·|w|²/2 per molecule; features standardised over all candidates."""
+    ``l2``·|w|²/2; features standardised over all candidates."""
     from scipy.optimize import minimize
 
     usable = [(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=bool)) for x, y in pools]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
-from crystalflow.structure.elements import HYDROGEN, VDW_RADIUS
+from crystalflow.structure.elements import HYDROGEN, VDW_RADIUS, atomic_number
 
 #: heavy atoms of different molecules overlapping by this much (Å) or more make a cluster invalid
 VALIDITY_OVERLAP = 0.7
@@ -82,7 +82,7 @@ def is_valid(x: np.ndarray, z: np.ndarray, threshold: float = VALIDITY_OVERLAP) 
 
 
 #: atomic numbers of hydrogen-bond donors (the atom an H is bonded to) and acceptors: N, O
-HBOND_ELEMENTS = (7, 8)
+HBOND_ELEMENTS = (atomic_number("N"), atomic_number("O"))
 #: Å: an H on N/O at most this far from an N/O of another molecule is counted as a hydrogen bond
 HBOND_DISTANCE = 2.5
 
