@@ -52,15 +52,18 @@ import torch
 
 from crystalflow import embedded_cif_dir
 from crystalflow.common.errors import RejectError, UserError
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
 from crystalflow.data.pipeline import BuildSettings, select
 from crystalflow.evaluation.matching import ClusterTopology, packing_match
 from crystalflow.evaluation.metrics import cluster_validity
+from crystalflow.physics.forcefield import assign
 from crystalflow.physics.relax import relax_crystal
 from crystalflow.search.pipeline import REFINE_FRACTION, refine_result, search_crystals
 from crystalflow.search.spacegroups import COMMON_SPACE_GROUPS
 from crystalflow.structure.cif import read_cif
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import HYDROGEN, formula
+from crystalflow.structure.molecule_input import graph_molecule
 from crystalflow.structure.molecules import molecule_bonds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -73,26 +76,16 @@ def rotatable_bonds(x: np.ndarray, z: np.ndarray) -> int:
     """Rotatable bonds: RDKit's ``CalcNumRotatableBonds`` on the molecule built from its bond graph
     (``molecule_bonds``) with bond orders from ``DetermineBondOrders``; where RDKit cannot assign orders,
     the acyclic bonds between two heavy atoms that each have another heavy neighbour."""
-    from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdDetermineBonds, rdMolDescriptors
-    from rdkit.Geometry import Point3D
+    from rdkit import Chem
+    from rdkit.Chem import rdMolDescriptors
 
-    RDLogger.DisableLog("rdApp.*")
     bonds = molecule_bonds(x, z)
-    mol = Chem.RWMol()
-    for v in z:
-        mol.AddAtom(Chem.Atom(int(v)))
-    for i, j in bonds:
-        mol.AddBond(int(i), int(j), Chem.BondType.SINGLE)
-    conf = Chem.Conformer(len(z))
-    for k, p in enumerate(x):
-        conf.SetAtomPosition(k, Point3D(*map(float, p)))
-    mol.AddConformer(conf)
     try:
-        rdDetermineBonds.DetermineBondOrders(mol, charge=0)
+        mol = graph_molecule(z, x, bonds, bond_orders=True)
         Chem.SanitizeMol(mol)
         return int(rdMolDescriptors.CalcNumRotatableBonds(mol))
     except Exception:  # noqa: BLE001 - RDKit raises several kinds for molecules it cannot perceive
+        mol = graph_molecule(z, x, bonds)
         Chem.GetSymmSSSR(mol)
         ring = mol.GetRingInfo()
         heavy_deg = [sum(a.GetAtomicNum() != HYDROGEN for a in atom.GetNeighbors()) for atom in mol.GetAtoms()]
@@ -145,14 +138,18 @@ def _set_files(sets: list[str]) -> list[tuple[str, str]]:
 
 
 def targets(files: list[tuple[str, str]], max_heavy: int, max_rotatable: int, max_molecules: int,
-            min_heavy: int = 0, min_rotatable: int = 0):
-    """(name, true SymmetricCrystal, space-group number, rotatable bonds) of the files that pass the filters."""
+            min_heavy: int = 0, min_rotatable: int = 0, special: bool | None = None):
+    """(name, true SymmetricCrystal, space-group number, rotatable bonds) of the files that pass the filters;
+    ``special``: True keeps only molecules on a special position (site symmetry beyond the identity), False
+    only those on the general position, None both."""
     taken = 0
     for name, path in files:
         if taken >= max_molecules:
             return
         sc = _load_target(path)
         if sc is None or not min_heavy <= int(np.sum(sc.z != HYDROGEN)) <= max_heavy:
+            continue
+        if special is not None and (len(sc.site_ops()) > 1) != special:
             continue
         rot = rotatable_bonds(sc.molecule, sc.z)
         if not min_rotatable <= rot <= max_rotatable:
@@ -213,7 +210,7 @@ def _from_smiles(true: SymmetricCrystal, name: str, base: dict, groups, args) ->
     t = time.perf_counter()
     try:
         kept = predict_crystals(smiles, None, candidates=args.candidates, seconds=args.seconds, samples=max(TOP_K),
-                                space_groups=groups, seed=args.seed, progress=False)
+                                space_groups=groups, seed=args.seed, progress=False, charges=args.charges)
     except UserError as exc:  # no valid crystal within the budget: nothing solved
         print(f"{name}: {exc}", file=sys.stderr)
         kept = []
@@ -240,7 +237,7 @@ def run_target(job) -> dict:
         groups = [COMMON[number]]
     else:
         groups = list(COMMON_SPACE_GROUPS)
-    e_exp = relax_crystal(true).energy_after
+    e_exp = relax_crystal(true, assign(true.z, true.molecule, charge_model=args.charges)).energy_after
     rows = []
     base = dict(name=name, formula=formula(true.z), rot=rot, number=number, general=general,
                 searched=number in {g.number for g in groups}, e_exp=e_exp)
@@ -249,7 +246,8 @@ def run_target(job) -> dict:
     t = time.perf_counter()
     result = search_crystals(true.molecule, true.z, args.candidates, space_groups=groups,
                              rng=np.random.default_rng([args.seed, k]), time_budget_s=args.seconds,
-                             max_steps=args.max_steps, progress=False, workers=args.search_workers)
+                             max_steps=args.max_steps, progress=False, workers=args.search_workers,
+                             charge_model=args.charges)
     seconds = time.perf_counter() - t
     rows.append({**base, **score(result.candidates, true), "setting": "search", "seconds": seconds,
                  "n": len(result.candidates), "generated": result.n_generated,
@@ -291,6 +289,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--model", default=None, help="refinement model (run or exported model directory)")
     ap.add_argument("--refine-fraction", type=float, default=REFINE_FRACTION)
+    ap.add_argument("--charges", default=DEFAULT_CHARGE_MODEL, choices=CHARGE_MODELS,
+                    help="atomic charges of the force field (search and E_exp)")
     ap.add_argument("--predict", action="store_true", help="also today's model-mode predict")
     ap.add_argument("--predict-model", default=None, help="model of --predict (default: the shipped one)")
     ap.add_argument("--from-smiles", action="store_true",
@@ -317,7 +317,8 @@ def main() -> None:
     cores = "one core" if args.search_workers == 1 else f"{args.search_workers} processes"
     print(f"{len(jobs)} molecules; budget per molecule: {args.candidates} candidates, {args.seconds or 'no'} s on "
           f"{cores}; space groups: {args.space_groups}; seed {args.seed}; ≤ {args.max_heavy} heavy atoms, "
-          f"≤ {args.max_rotatable} rotatable bonds; model {args.model}; {args.workers} worker(s)", flush=True)
+          f"≤ {args.max_rotatable} rotatable bonds; {args.charges} charges; model {args.model}; {args.workers} worker(s)",
+          flush=True)
     header = (f"{'molecule':32s} {'setting':15s} {'formula':12s} {'rot':>3s} {'sg':>5s} {'gen':>4s} {'cand':>4s} "
               f"{'@1':>2s} {'@10':>3s} {'@30':>3s} {'first':>5s} {'best n':>6s} {'rmsd':>5s} {'E1':>7s} {'E_exp':>7s} {'s':>5s}")
     print(header, flush=True)

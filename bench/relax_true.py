@@ -2,6 +2,7 @@
 
     python bench/relax_true.py                         # embedded COD + 40 each of ../shared/data/{csd500,ocelot}
     python bench/relax_true.py --sample 40 --charge-scale 1.0 --cutoff 12 --clusters 5
+    python bench/relax_true.py --charges mmff          # MMFF94 charges instead of Gasteiger
 
 Per set: OXtalign RMSD_15 (median, 90th percentile) between the relaxed and the true 17-molecule
 cluster (``packing_match``), n_matched (median), % valid after relaxation (and how many were valid
@@ -25,6 +26,7 @@ from crystalflow import embedded_cif_dir
 from crystalflow.data.pipeline import BuildSettings, select
 from crystalflow.evaluation.matching import packing_match
 from crystalflow.physics.energy import EnergySettings
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
 from crystalflow.physics.forcefield import assign
 from crystalflow.physics.relax import relax_cluster, relax_crystal, rotation_matrix
 from crystalflow.structure.cif import read_cif
@@ -67,6 +69,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sample", type=int, default=40, help="crystals drawn from each shared set")
     ap.add_argument("--charge-scale", type=float, default=EnergySettings.charge_scale)
+    ap.add_argument("--charges", default=DEFAULT_CHARGE_MODEL, choices=CHARGE_MODELS, help="charge model of assign")
     ap.add_argument("--cutoff", type=float, default=EnergySettings.cutoff)
     ap.add_argument("--max-steps", type=int, default=300)
     ap.add_argument("--clusters", type=int, default=3, help="perturbed true clusters per set for relax_cluster")
@@ -76,7 +79,7 @@ def main() -> None:
     settings = EnergySettings(cutoff=args.cutoff, taper=min(2.0, args.cutoff / 4), charge_scale=args.charge_scale)
     folders = {"cod": (embedded_cif_dir(), None), "csd500": (os.path.join(SHARED, "csd500"), args.sample),
                "ocelot": (os.path.join(SHARED, "ocelot"), args.sample)}
-    print(f"charge scale {args.charge_scale}, cutoff {args.cutoff} Å, max steps {args.max_steps}, 1 thread")
+    print(f"charges {args.charges} x {args.charge_scale}, cutoff {args.cutoff} Å, max steps {args.max_steps}, 1 thread")
     print(f"{'set':8s} {'n':>4s} {'RMSD15 med':>10s} {'p90':>6s} {'matched':>7s} {'valid':>6s} {'(before)':>8s} "
           f"{'dV% med':>7s} {'|dV|%p90':>8s} {'s/cryst':>7s} {'max s':>6s} {'conv%':>5s}")
     rows, cluster_rows, worst = [], [], []
@@ -91,7 +94,7 @@ def main() -> None:
             true_cluster = sc.cluster()
             t = time.perf_counter()
             try:
-                ff = assign(sc.z, sc.molecule)
+                ff = assign(sc.z, sc.molecule, charge_model=args.charges)
                 res = relax_crystal(sc, ff, max_steps=args.max_steps, settings=settings)
             except Exception as e:  # report, keep measuring the others
                 print(f"  {fname}: relaxation failed: {type(e).__name__}: {e}")

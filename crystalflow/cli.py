@@ -15,7 +15,9 @@ from crystalflow.common.vocabulary import (
     ALL_SPLITS,
     BASELINES,
     BENCHMARK_VARIANTS,
+    CHARGE_MODELS,
     DEFAULT_BATCH_CLUSTERS,
+    DEFAULT_CHARGE_MODEL,
     DEFAULT_EXPORT_WEIGHTS,
     DEFAULT_FWHM,
     DEFAULT_MAX_ATOMS,
@@ -242,7 +244,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         raise UserError("--shard needs --batch FILE")
     search = {"candidates": args.candidates, "seconds": args.seconds, "space_groups": _space_groups(args.space_groups),
               "conformers": args.conformers, "pxrd": args.pxrd, "max_steps": args.max_steps,
-              "workers": args.workers, "refine": args.refine, "ranking": args.rank}
+              "workers": args.workers, "refine": args.refine, "ranking": args.rank, "charges": args.charges}
     if args.batch is not None:
         from crystalflow.apps.predict_batch import parse_shard, run_batch
         shard = parse_shard(args.shard)
@@ -253,7 +255,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         return
     if mode == "model":
         for option, value in (("--pxrd", args.pxrd), ("--conformers", args.conformers), ("--refine", args.refine),
-                              ("--rank", args.rank)):
+                              ("--rank", args.rank), ("--charges", args.charges)):
             if value is not None:
                 raise UserError(f"{option} applies to --mode search")
         cands = predict(args.molecule, model=args.model, samples=args.samples, seed=args.seed,
@@ -477,6 +479,8 @@ def make_parser() -> argparse.ArgumentParser:
     pr.add_argument("--rank", choices=SEARCH_RANKINGS, default=None,
                     help=f"search: order of the crystals: lattice energy, or the learned ranker (default "
                          f"{DEFAULT_SEARCH_RANKING}; docs/search.md)")
+    pr.add_argument("--charges", choices=CHARGE_MODELS, default=None,
+                    help=f"search: atomic charges of the force field (default {DEFAULT_CHARGE_MODEL}; docs/physics.md)")
     pr.add_argument("--model", default=None, help="model: training run directory (default: the shipped model)")
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--steps", type=_positive, default=None, help=f"model: Euler steps of the flow ({DEFAULT_STEPS})")

@@ -413,14 +413,13 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
             relax: bool = False, *, mode: str | None = None, candidates: int = DEFAULT_SEARCH_CANDIDATES,
             seconds: float | None = DEFAULT_SEARCH_SECONDS, space_groups=None, conformers: int | None = None,
             pxrd: str | os.PathLike | None = None, max_steps: int | None = None, workers: int = 1,
-            refine=None, ranking: str | None = None) -> list:
+            refine=None, ranking: str | None = None, charges: str | None = None) -> list:
     """Predict the packing of ``molecule``: ranked periodic crystals (``mode="search"``) or model clusters.
 
     ``mode``: ``"search"`` (the default unless a ``model`` is given) runs the crystal-structure search of
     :func:`crystalflow.apps.predict_crystals.predict_crystals` (``candidates``, ``seconds``, ``space_groups``,
-    ``conformers``, ``pxrd``, ``max_steps``, ``workers``, ``refine``, ``ranking``, ``samples`` = the top K kept,
-    default 10)
-    and returns its
+    ``conformers``, ``pxrd``, ``max_steps``, ``workers``, ``refine``, ``ranking``, ``charges``, ``samples`` = the
+    top K kept, default 10) and returns its
     :class:`~crystalflow.apps.predict_crystals.CrystalCandidate` list; ``"model"`` (the default when ``model``
     is given) runs the flow model as described below and returns :class:`Candidate` clusters.
 
@@ -462,9 +461,9 @@ def predict(molecule: str | os.PathLike | Molecule3D, model: object = None, samp
         return predict_crystals(molecule, out_dir, candidates=candidates, seconds=seconds,
                                 samples=DEFAULT_TOP if samples is None else samples, space_groups=space_groups,
                                 seed=seed, conformers=conformers, pxrd=pxrd, max_steps=max_steps, progress=progress,
-                                workers=workers, refine=refine, ranking=ranking)
-    if pxrd is not None or conformers is not None or refine is not None or ranking is not None:
-        raise UserError("pxrd, conformers, refine and ranking apply to mode 'search'")
+                                workers=workers, refine=refine, ranking=ranking, charges=charges)
+    if any(v is not None for v in (pxrd, conformers, refine, ranking, charges)):
+        raise UserError("pxrd, conformers, refine, ranking and charges apply to mode 'search'")
     samples = DEFAULT_CANDIDATES if samples is None else samples
     t_start = time.time()
     if samples < 1:

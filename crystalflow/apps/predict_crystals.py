@@ -8,7 +8,7 @@
    1 for ≤ :data:`RIGID_ROTATABLE` rotatable bonds, else :data:`FLEXIBLE_CONFORMERS`); a file keeps its coordinates.
 2. :func:`crystalflow.search.pipeline.search_crystals` for each conformer (kept rigid), the candidate count
    and time budget split evenly among the conformers: random Z' = 1 crystals in the searched space groups,
-   relaxed (W99 exp-6 + Gasteiger), invalid ones dropped, duplicates merged.
+   relaxed (W99 exp-6 + atomic charges, ``charges``), invalid ones dropped, duplicates merged.
 3. Ranking by ``energy`` = lattice energy per molecule + the conformer's force-field energy above the
    lowest conformer (MMFF94, 0 with one conformer), or with ``ranking="learned"`` by the shipped learned
    ranker's score (:mod:`crystalflow.search.ranking`: energy, packing, how often the search found the
@@ -37,6 +37,8 @@ from crystalflow.common.checks import prepare_output_dir
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_open, write_csv, write_json, write_text
 from crystalflow.common.vocabulary import (
+    CHARGE_MODELS,
+    DEFAULT_CHARGE_MODEL,
     DEFAULT_SEARCH_CANDIDATES,
     DEFAULT_SEARCH_RANKING,
     DEFAULT_SEARCH_SECONDS,
@@ -65,7 +67,7 @@ class CrystalCandidate:
     rank: int
     crystal: object = field(repr=False)  #: the relaxed SymmetricCrystal
     energy: float  #: kJ/mol per molecule: lattice energy + conformer energy above the lowest conformer
-    lattice_energy: float  #: kJ/mol per molecule (W99 exp-6 + Gasteiger)
+    lattice_energy: float  #: kJ/mol per molecule (W99 exp-6 + the search's atomic charges)
     density: float  #: g/cm³
     packing: float  #: packing coefficient (search.pipeline)
     space_group: tuple[int, str]  #: spglib's (number, symbol) after relaxation
@@ -158,7 +160,7 @@ def predict_crystals(
     molecule: str | os.PathLike | Molecule3D, out_dir: str | None = None, *, candidates: int = DEFAULT_SEARCH_CANDIDATES,
     seconds: float | None = DEFAULT_SEARCH_SECONDS, samples: int = DEFAULT_TOP, space_groups=None, seed: int = 0,
     conformers: int | None = None, pxrd: str | os.PathLike | None = None, max_steps: int | None = None,
-    progress: bool = True, workers: int = 1, refine=None, ranking: str | None = None,
+    progress: bool = True, workers: int = 1, refine=None, ranking: str | None = None, charges: str | None = None,
 ) -> list[CrystalCandidate]:
     """The ``samples`` lowest-energy crystals found by searching ``candidates`` random crystals of ``molecule``.
 
@@ -169,7 +171,9 @@ def predict_crystals(
     model, :func:`crystalflow.search.refine.load_refiner`) that refines the lowest candidates within a quarter
     of the time (off by default: no gain measured, ``docs/search.md``); ``ranking``: one of
     :data:`~crystalflow.common.vocabulary.SEARCH_RANKINGS` (default
-    :data:`~crystalflow.common.vocabulary.DEFAULT_SEARCH_RANKING`). With ``out_dir``
+    :data:`~crystalflow.common.vocabulary.DEFAULT_SEARCH_RANKING`); ``charges``: the force field's atomic charges,
+    one of :data:`~crystalflow.common.vocabulary.CHARGE_MODELS` (default
+    :data:`~crystalflow.common.vocabulary.DEFAULT_CHARGE_MODEL`). With ``out_dir``
     every file of the module docstring is written there. Bad input raises :class:`UserError`.
 
     Example::
@@ -205,6 +209,9 @@ def predict_crystals(
     ranking = DEFAULT_SEARCH_RANKING if ranking is None else ranking
     if ranking not in SEARCH_RANKINGS:
         raise UserError(f"ranking must be one of {', '.join(SEARCH_RANKINGS)}, got {ranking!r}")
+    charges = DEFAULT_CHARGE_MODEL if charges is None else charges
+    if charges not in CHARGE_MODELS:
+        raise UserError(f"charges must be one of {', '.join(CHARGE_MODELS)}, got {charges!r}")
     refine_model = None if refine is None or refine is False else refine
     if refine is True or isinstance(refine, (str, os.PathLike)):
         from crystalflow.search.refine import load_refiner
@@ -230,7 +237,7 @@ def predict_crystals(
         try:
             result = search_crystals(conf.x, conf.z, share, space_groups=groups, rng=int(s), time_budget_s=budget,
                                      max_steps=MAX_STEPS if max_steps is None else max_steps, progress=progress,
-                                     workers=workers, refine_model=refine_model)
+                                     workers=workers, refine_model=refine_model, charge_model=charges)
         except SearchError as exc:
             raise UserError(f"crystal search: {exc}") from None
         results.append((k, result))
@@ -268,7 +275,7 @@ def predict_crystals(
                               "distinct": len(r), "per_group": r.per_group, "seconds": r.seconds,
                               "timed_out": r.timed_out, "summary": r.summary()} for k, r in results],
                 "pxrd": None if pxrd is None else os.fspath(pxrd), "seconds": seconds_used, "workers": workers,
-                "refined": refine_model is not None, "ranking": ranking}
+                "refined": refine_model is not None, "ranking": ranking, "charges": charges}
         write_crystal_outputs(out_dir, mol, kept, [(e, k, c) for e, k, _, c in found], info, measured)
         _say(progress, f"wrote {len(kept)} crystals to {out_dir} (open viewer.html or overview.png)")
     return kept
@@ -362,7 +369,7 @@ def _notes_text(mol: Molecule3D, kept: list[CrystalCandidate], info: dict, measu
     lines += [
         f"total {info['seconds']:.1f} s",
         "",
-        "energy: lattice energy per molecule (W99 exp-6 + Gasteiger charges, rigid molecule) plus the conformer's",
+        f"energy: lattice energy per molecule (W99 exp-6 + {info['charges']} charges, rigid molecule) plus the conformer's",
         "  MMFF94 energy above the lowest conformer; density in g/cm³; packing: 0.70 Z V_Hofmann / V_cell;",
         "  space group: spglib's after relaxation; cell: the CIF's standard setting.",
     ]

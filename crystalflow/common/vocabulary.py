@@ -51,6 +51,10 @@ DEFAULT_SEARCH_CANDIDATES, DEFAULT_SEARCH_SECONDS, DEFAULT_TOP = 2000, 300.0, 10
 #: (:mod:`crystalflow.search.ranking`); the default is the better on held-out molecules (docs/search.md)
 SEARCH_RANKINGS = ("energy", "learned")
 DEFAULT_SEARCH_RANKING = "energy"
+#: atomic charges of the force field (:mod:`crystalflow.physics.forcefield`, ``predict --charges``):
+#: Gasteiger-Marsili or MMFF94 partial charges, both from RDKit; the default measured better (docs/physics.md)
+CHARGE_MODELS = ("gasteiger", "mmff")
+DEFAULT_CHARGE_MODEL = "gasteiger"
 #: processes of the crystal search (``predict --workers``)
 DEFAULT_SEARCH_WORKERS = 1
 #: noise variants of the benchmark: its Tables 1 (plain), 2 (inversion) and 3 (melt)

@@ -19,11 +19,13 @@ atomic charges (e). Parameters:
   8551 (1989)): ``E = D [1.84e5 exp(-12 r/x) - 2.25 (x/r)^6]``, i.e. A = 1.84e5 D, B = 12/x,
   C = 2.25 D x⁶. The values agree with RDKit's UFF table.
 
-Mixed pairs: geometric mean of A and C, arithmetic mean of B (W99's rules). Charges: Gasteiger
-(J. Gasteiger, M. Marsili, Tetrahedron 36, 3219 (1980)) from RDKit on the molecule's bond graph
-(:func:`crystalflow.structure.molecules.molecule_bonds`) with bond orders from
-``rdkit.Chem.rdDetermineBonds.DetermineBondOrders``; where RDKit cannot perceive the molecule the
-charges are zero and :attr:`ForceField.note` says so.
+Mixed pairs: geometric mean of A and C, arithmetic mean of B (W99's rules). Charges, from RDKit on the
+molecule's bond graph (:func:`crystalflow.structure.molecules.molecule_bonds`) with bond orders from
+``rdkit.Chem.rdDetermineBonds.DetermineBondOrders``: ``gasteiger`` (J. Gasteiger, M. Marsili, Tetrahedron
+36, 3219 (1980)) or ``mmff`` (MMFF94 bond-charge increments, T. A. Halgren, J. Comput. Chem. 17, 490
+(1996); Gasteiger where MMFF94 has no atom types, e.g. B or Se). W99 was fitted with electrostatic-potential
+charges, which MMFF94's resemble in size; Gasteiger's are about half as large. Where RDKit cannot perceive
+the molecule the charges are zero; :attr:`ForceField.note` records every fallback.
 """
 from __future__ import annotations
 
@@ -31,7 +33,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
 from crystalflow.structure.elements import HYDROGEN, symbol
+from crystalflow.structure.molecule_input import graph_molecule
 from crystalflow.structure.molecules import molecule_bonds
 
 #: kJ/mol per eV
@@ -151,41 +155,41 @@ def type_parameters(t: str) -> tuple[float, float, float]:
     return W99[t] if t in W99 else uff_exp6(*UFF.get(t, UFF_DEFAULT))
 
 
-def gasteiger_charges(z: np.ndarray, x: np.ndarray, bonds: np.ndarray) -> tuple[np.ndarray, str]:
-    """Gasteiger charges (e) of the molecule, and '' or a note saying why they are zero."""
+def rdkit_charges(z: np.ndarray, x: np.ndarray, bonds: np.ndarray, model: str = DEFAULT_CHARGE_MODEL) -> tuple[np.ndarray, str]:
+    """Atomic charges (e, summing to zero) of the molecule by ``model`` (one of
+    :data:`~crystalflow.common.vocabulary.CHARGE_MODELS`), and '' or a note on the fallback taken: MMFF94 falls
+    back to Gasteiger for molecules it has no types for (e.g. B, Se), and charges are zero where RDKit cannot
+    perceive the molecule."""
     try:
-        from rdkit import Chem, RDLogger
-        from rdkit.Chem import rdDetermineBonds, rdPartialCharges
-        from rdkit.Geometry import Point3D
-    except ImportError:  # pragma: no cover - rdkit is a core dependency
-        return np.zeros(len(z)), "RDKit not installed: charges are zero"
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        mol = Chem.RWMol()
-        for v in np.asarray(z).tolist():
-            mol.AddAtom(Chem.Atom(int(v)))
-        for i, j in np.asarray(bonds).tolist():
-            mol.AddBond(int(i), int(j), Chem.BondType.SINGLE)
-        conf = Chem.Conformer(len(z))
-        for k, p in enumerate(np.asarray(x, dtype=float)):
-            conf.SetAtomPosition(k, Point3D(*p))
-        mol.AddConformer(conf, assignId=True)
-        m = mol.GetMol()
-        rdDetermineBonds.DetermineBondOrders(m, charge=0)
-        rdPartialCharges.ComputeGasteigerCharges(m)
-        q = np.array([a.GetDoubleProp("_GasteigerCharge") for a in m.GetAtoms()])
+        m = graph_molecule(z, x, bonds, bond_orders=True)
+        note = ""
+        q = None
+        if model == "mmff":
+            from rdkit.Chem import AllChem
+
+            props = AllChem.MMFFGetMoleculeProperties(m)
+            if props is None:
+                note = "MMFF94 has no types for this molecule: Gasteiger charges used"
+            else:
+                q = np.array([props.GetMMFFPartialCharge(i) for i in range(m.GetNumAtoms())])
+        if q is None:
+            from rdkit.Chem import rdPartialCharges
+
+            rdPartialCharges.ComputeGasteigerCharges(m)
+            q = np.array([a.GetDoubleProp("_GasteigerCharge") for a in m.GetAtoms()])
         if not np.isfinite(q).all():
-            return np.zeros(len(z)), "Gasteiger charges not finite: charges are zero"
-        return q - q.mean(), ""
+            return np.zeros(len(z)), f"{model} charges not finite: charges are zero"
+        return q - q.mean(), note
     except Exception as e:  # RDKit cannot perceive the molecule: no charges
         return np.zeros(len(z)), f"RDKit could not assign bond orders or charges ({type(e).__name__}: {str(e)[:80]}): charges are zero"
 
 
-def assign(z: np.ndarray, x: np.ndarray, charges: np.ndarray | None = None) -> ForceField:
+def assign(z: np.ndarray, x: np.ndarray, charges: np.ndarray | None = None, charge_model: str = DEFAULT_CHARGE_MODEL) -> ForceField:
     """The force field of one molecule: atomic numbers ``z [n]``, conformer ``x [n, 3]`` (Å).
 
-    Bonds come from :func:`crystalflow.structure.molecules.molecule_bonds`; ``charges`` (e) replaces
-    the Gasteiger charges.
+    Bonds come from :func:`crystalflow.structure.molecules.molecule_bonds`; charges by ``charge_model`` (one of
+    :data:`~crystalflow.common.vocabulary.CHARGE_MODELS`: ``gasteiger``, ``mmff``), unless ``charges`` (e) gives
+    them.
 
     Example::
 
@@ -198,10 +202,12 @@ def assign(z: np.ndarray, x: np.ndarray, charges: np.ndarray | None = None) -> F
         raise ForceFieldError(f"molecule must be z [n] and x [n, 3] with n > 0, got {zz.shape} and {xx.shape}")
     if not np.isfinite(xx).all():
         raise ForceFieldError("molecule has non-finite coordinates")
+    if charge_model not in CHARGE_MODELS:
+        raise ForceFieldError(f"unknown charge model {charge_model!r}; known: {', '.join(CHARGE_MODELS)}")
     bonds = molecule_bonds(xx, zz)
     types, notes = atom_types(zz, bonds)
     if charges is None:
-        q, why = gasteiger_charges(zz, xx, bonds)
+        q, why = rdkit_charges(zz, xx, bonds, charge_model)
         if why:
             notes.append(why)
     else:

@@ -12,7 +12,10 @@ One candidate is drawn as follows (all randomness from the caller's ``numpy.rand
 3. A cell whose shortest lattice vector is shorter than the molecule's thinnest width (or one contact
    distance) is drawn again (:func:`min_lattice_vector`).
 4. **Pose**: orientation uniform on SO(3), centre of mass uniform in the cell (fractional); the
-   molecule sits on the general position, so Z = the number of operators.
+   molecule sits on the general position, so Z = the number of operators. With ``site="inversion"`` a
+   centrosymmetric molecule's centre is put on one of the group's inversion centres instead (drawn
+   uniformly among :func:`crystalflow.search.spacegroups.inversion_centres`), so Z is half that and the
+   cell volume target halves (Z' = ½: naphthalene, anthracene, trans-azobenzene in P2₁/c).
 5. **Overlap removal**: the cell is scaled up uniformly (fractional centre and orientation kept)
    to the smallest factor at which no two heavy atoms of different molecules overlap by more than
    ``overlap`` Å (:mod:`crystalflow.structure.contacts`' rule, r_vdW(i) + r_vdW(j) − d) and no pair with
@@ -59,6 +62,7 @@ from crystalflow.structure.elements import (
 from crystalflow.structure.molecules import (
     BOND_TOLERANCE,
     centre_of_mass,
+    inversion_partners,
     molecule_bonds,
 )
 
@@ -88,6 +92,8 @@ MIN_EDGE_FACTOR = 0.6
 MAX_ATTEMPTS = 50
 #: Å: two images whose centres are closer coincide (the molecule sits on a symmetry element)
 COINCIDENT = 1e-3
+#: where the molecule sits: the general position (Z' = 1), or an inversion centre (Z' = ½, centrosymmetric molecules)
+SITES = ("general", "inversion")
 _SCALE_MARGIN = 1e-6
 _PAIR_CHUNK = 2_000_000
 
@@ -120,6 +126,18 @@ def molecular_volume(z: np.ndarray) -> float:
         missing = sorted({symbol(int(e)) for e in np.asarray(z)[np.isnan(v)]})
         raise GenerationError(f"no Hofmann volume for element(s) {', '.join(missing)}")
     return float(v.sum())
+
+
+def centrosymmetric(x: np.ndarray, z: np.ndarray) -> np.ndarray | None:
+    """The molecule made exactly centrosymmetric about its centre of mass (each atom and its inversion partner,
+    :func:`crystalflow.structure.molecules.inversion_partners`, moved to the mean of the two), or None when it
+    has no inversion centre."""
+    perm = inversion_partners(x, z)
+    if perm is None:
+        return None
+    c = centre_of_mass(x, z)
+    rel = np.asarray(x, dtype=np.float64) - c
+    return c + 0.5 * (rel - rel[perm])
 
 
 def _heavy(z: np.ndarray) -> np.ndarray:
@@ -186,9 +204,12 @@ class _Neighbours:
 
 
 def _neighbours(lattice: np.ndarray, fixed: np.ndarray, moving: np.ndarray, bounds: tuple[float, float],
-                sg: SpaceGroup, centre: np.ndarray, offsets: np.ndarray, cutoff: float) -> _Neighbours | None:
+                sg: SpaceGroup, centre: np.ndarray, offsets: np.ndarray, cutoff: float,
+                inversion_site: bool = False) -> _Neighbours | None:
     """The images whose centres come within ``cutoff`` of the asymmetric molecule's on the path of cells
-    ``fixed + λ·moving``, λ in ``bounds`` (``lattice``: one cell of the path); None when two images coincide."""
+    ``fixed + λ·moving``, λ in ``bounds`` (``lattice``: one cell of the path); None when two images coincide,
+    except, with ``inversion_site`` (a centrosymmetric molecule on an inversion centre), the images by the
+    inversions through its centre, which are the molecule itself and are left out."""
     inv = np.linalg.inv(lattice)
     cart_ops = np.einsum("ab,hcb,cd->had", inv, sg.rotations, lattice)  # x' = x @ A_h (row vectors)
     image_offsets = np.einsum("na,had->hnd", offsets, cart_ops)  # [h, n, 3]
@@ -207,8 +228,16 @@ def _neighbours(lattice: np.ndarray, fixed: np.ndarray, moving: np.ndarray, boun
     identity = np.all(sg.rotations[h] == np.eye(3, dtype=np.int64), axis=(1, 2)) & np.all(grid[np.arange(len(h)) % len(grid)] == 0, axis=1)
     identity &= np.all(sg.translations[h] == 0, axis=1)
     keep = (dist < cutoff) & ~identity
-    if np.any(np.linalg.norm(dp[keep] @ lattice, axis=1) < COINCIDENT):
+    coincident = np.linalg.norm(dp @ lattice, axis=1) < COINCIDENT
+    if inversion_site:
+        keep &= ~(coincident & np.all(sg.rotations[h] == -np.eye(3, dtype=np.int64), axis=(1, 2)))
+    if np.any(coincident & keep):
         return None
+    if inversion_site:  # the images by g and by g∘(inversion) are one molecule: keep one of each pair
+        first = np.unique(np.round(dp[keep], 6), axis=0, return_index=True)[1]
+        kept = np.flatnonzero(keep)
+        keep = np.zeros_like(keep)
+        keep[kept[np.sort(first)]] = True
     return _Neighbours(d=dp[keep], offsets=image_offsets[h[keep]])
 
 
@@ -260,11 +289,11 @@ def smallest_allowed(u: np.ndarray, v: np.ndarray, image_offsets: np.ndarray, of
 
 
 def _fit_cell(lattice: np.ndarray, sg: SpaceGroup, centre: np.ndarray, offsets: np.ndarray, distance: np.ndarray,
-              cutoff: float, rounds: int, rng: np.random.Generator) -> np.ndarray | None:
+              cutoff: float, rounds: int, rng: np.random.Generator, inversion_site: bool = False) -> np.ndarray | None:
     """The cell scaled up uniformly to the smallest factor ≥ 1 without overlaps, then each edge shortened in turn
     (random order, ``rounds`` times) to its smallest length without overlaps; None on a special position."""
     zero = np.zeros((3, 3))
-    nb = _neighbours(lattice, zero, lattice, (1.0, np.inf), sg, centre, offsets, cutoff)
+    nb = _neighbours(lattice, zero, lattice, (1.0, np.inf), sg, centre, offsets, cutoff, inversion_site)
     if nb is None:
         return None
     s = smallest_allowed(np.zeros_like(nb.d), nb.centres(lattice), nb.offsets, offsets, distance, 1.0)
@@ -274,7 +303,8 @@ def _fit_cell(lattice: np.ndarray, sg: SpaceGroup, centre: np.ndarray, offsets: 
             moving = np.zeros((3, 3))
             moving[i] = lattice[i]
             fixed = lattice - moving
-            nb = _neighbours(lattice, fixed, moving, (MIN_EDGE_FACTOR, 1.0), sg, centre, offsets, cutoff)
+            nb = _neighbours(lattice, fixed, moving, (MIN_EDGE_FACTOR, 1.0), sg, centre, offsets, cutoff,
+                             inversion_site)
             lam = smallest_allowed(nb.centres(fixed), nb.centres(moving), nb.offsets, offsets, distance, MIN_EDGE_FACTOR)
             lattice = fixed + moving * min(1.0, lam * (1.0 + _SCALE_MARGIN))
     return lattice
@@ -311,15 +341,28 @@ def generate_crystals(
     packing: tuple[float, float] = (PACKING_MEAN, PACKING_SD), overlap: float = OVERLAP,
     hydrogen_overlap: float = HYDROGEN_OVERLAP, max_expansion: float = MAX_EXPANSION,
     max_axis_ratio: float = MAX_AXIS_RATIO, compress_rounds: int = COMPRESS_ROUNDS, max_attempts: int = MAX_ATTEMPTS,
+    site: str = "general",
 ) -> Generation:
     """Up to ``n`` random crystals of the rigid ``molecule [n_atoms, 3]`` (atomic numbers ``z``) in ``space_group``,
-    with the draw counts; stops after ``max_attempts · n`` draws (see the module docstring for the steps)."""
+    with the draw counts; stops after ``max_attempts · n`` draws (see the module docstring for the steps).
+    ``site``: one of :data:`SITES`; ``"inversion"`` puts a centrosymmetric molecule (made exactly so first) on an
+    inversion centre of the group (Z' = ½)."""
     x, zz = _check_input(molecule, z)
     sg = spacegroups.space_group(space_group)
     if n < 0:
         raise GenerationError(f"n must be ≥ 0, got {n}")
+    if site not in SITES:
+        raise GenerationError(f"site must be one of {', '.join(SITES)}, got {site!r}")
+    inversion = site == "inversion"
+    centres = spacegroups.inversion_centres(sg)
+    if inversion:
+        x = centrosymmetric(x, zz)
+        if x is None:
+            raise GenerationError("site 'inversion' needs a centrosymmetric molecule")
+        if not len(centres):
+            raise GenerationError(f"{sg.symbol} has no inversion centre")
     t0 = time.perf_counter()
-    v_target = sg.z * molecular_volume(zz)
+    v_target = sg.z * molecular_volume(zz) / (2 if inversion else 1)
     offsets0 = x - centre_of_mass(x, zz)
     distance = _contact_distances(zz, overlap, hydrogen_overlap)
     cutoff = 2.0 * float(np.linalg.norm(offsets0, axis=1).max()) + float(distance.max())
@@ -343,8 +386,8 @@ def generate_crystals(
             continue
         rot = Rotation.from_quat(rng.normal(size=4)).as_matrix()
         offsets = offsets0 @ rot.T
-        centre = rng.uniform(0.0, 1.0, size=3)
-        lattice = _fit_cell(lattice, sg, centre, offsets, distance, cutoff, compress_rounds, rng)
+        centre = centres[rng.integers(len(centres))] if inversion else rng.uniform(0.0, 1.0, size=3)
+        lattice = _fit_cell(lattice, sg, centre, offsets, distance, cutoff, compress_rounds, rng, inversion)
         if lattice is None:
             reject("special_position")
             continue
@@ -352,7 +395,7 @@ def generate_crystals(
         if expansion > max_expansion:
             reject("expansion")
             continue
-        nb = _neighbours(lattice, lattice, np.zeros((3, 3)), (1.0, 1.0), sg, centre, offsets, cutoff)
+        nb = _neighbours(lattice, lattice, np.zeros((3, 3)), (1.0, 1.0), sg, centre, offsets, cutoff, inversion)
         block = np.concatenate([offsets[None], nb.centres(lattice)[:, None, :] + nb.offsets])
         if max_overlap(block, zz) > overlap + 1e-6:
             reject("overlap")

@@ -9,7 +9,9 @@
    each batch and each relaxation) cuts all groups alike. Every batch has its own seed, drawn from ``rng`` up front: the result is deterministic given
    the seed (with a ``time_budget_s``, how many batches fit depends on the machine).
 2. **Generation** of each batch by :func:`crystalflow.search.generate.generate_crystals` (Z' = 1, the
-   molecule rigid, no overlap beyond its tolerance).
+   molecule rigid, no overlap beyond its tolerance). A centrosymmetric molecule
+   (:func:`crystalflow.structure.molecules.inversion_partners`) is put on an inversion centre (Z' = ½) in
+   :data:`INVERSION_FRACTION` of the batches of the groups that have them (P2₁/c, P-1, C2/c, Pbca).
 3. **Relaxation** of each crystal (:func:`crystalflow.physics.relax.relax_crystal`, one force field for all,
    ``relax_batch`` crystals per call; pose and cell free under the space group) to a minimum of the lattice
    energy.
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
 from crystalflow.evaluation.matching import SHELL, ClusterTopology, packing_match
 from crystalflow.physics.energy import EnergySettings
 from crystalflow.physics.forcefield import assign
@@ -67,12 +70,13 @@ from crystalflow.search.spacegroups import (
     COMMON_SPACE_GROUPS,
     SpaceGroup,
     SpaceGroupError,
+    inversion_centres,
     space_group_weights,
 )
 from crystalflow.structure.contacts import VALIDITY_OVERLAP, max_overlap
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import VDW_RADIUS
-from crystalflow.structure.molecules import centre_of_mass
+from crystalflow.structure.molecules import centre_of_mass, inversion_partners
 
 #: kJ/mol: candidates closer in lattice energy may be the same structure (then compared by RMSD_15)
 ENERGY_TOLERANCE = 1.0
@@ -94,6 +98,9 @@ MAX_STEPS = 300
 REFINE_TOP = 30
 #: share of a search's time budget kept for the model's refinement
 REFINE_FRACTION = 0.25
+#: share of the batches in a group with inversion centres that put a centrosymmetric molecule on one (Z' = ½);
+#: the rest keep it on the general position. Not tuned: half and half covers both packings.
+INVERSION_FRACTION = 0.5
 
 
 class SearchError(ValueError):
@@ -142,6 +149,7 @@ class SearchResult:
     n_refined: int = 0  #: candidates handed to the model (:func:`refine_result`)
     n_refined_kept: int = 0  #: refined crystals that relaxed, were valid and new
     refine_seconds: float = 0.0
+    charge_model: str = DEFAULT_CHARGE_MODEL  #: atomic charges of the force field the candidates were relaxed with
 
     def __len__(self) -> int:
         return len(self.candidates)
@@ -197,8 +205,11 @@ def _check(molecule, z, n_candidates, space_groups, time_budget_s, batch_size) -
     return x, zz, groups
 
 
-def _schedule(groups: tuple[SpaceGroup, ...], n: int, batch_size: int, rng: np.random.Generator) -> list[tuple[SpaceGroup, int, int]]:
-    """(group, batch size, seed) of every batch, round by round over the groups (most frequent first)."""
+def _schedule(groups: tuple[SpaceGroup, ...], n: int, batch_size: int, rng: np.random.Generator,
+              inversion_fraction: float = 0.0) -> list[tuple[SpaceGroup, int, int, str]]:
+    """(group, batch size, seed, site) of every batch, round by round over the groups (most frequent first);
+    in a group with inversion centres, batch r (0-based) puts the molecule on one when
+    ``floor((r + 1) f) > floor(r f)`` (f = ``inversion_fraction``: 0 never, ½ every second batch)."""
     draws = rng.choice(len(groups), size=n, p=space_group_weights(groups))
     counts = np.bincount(draws, minlength=len(groups))
     batches: list[list[int]] = [[batch_size] * (c // batch_size) + ([c % batch_size] if c % batch_size else []) for c in counts]
@@ -206,7 +217,9 @@ def _schedule(groups: tuple[SpaceGroup, ...], n: int, batch_size: int, rng: np.r
     for r in range(max((len(b) for b in batches), default=0)):
         for g, sizes in zip(groups, batches):
             if r < len(sizes):
-                out.append((g, sizes[r], int(rng.integers(2**63))))
+                on_centre = (len(inversion_centres(g)) > 0
+                             and math.floor((r + 1) * inversion_fraction) > math.floor(r * inversion_fraction))
+                out.append((g, sizes[r], int(rng.integers(2**63)), "inversion" if on_centre else "general"))
     return out
 
 
@@ -318,6 +331,7 @@ class _BatchJob:
     relax_batch: int
     deadline: float | None  #: time.time() after which no relaxation starts
     generate_options: dict
+    site: str = "general"  #: :data:`crystalflow.search.generate.SITES`
 
 
 @dataclass
@@ -337,7 +351,7 @@ def _run_batch(job: _BatchJob) -> _BatchOutput:
         return out
     t = time.perf_counter()
     gen = generate_crystals(job.x, job.z, spacegroups.space_group(job.group), job.size,
-                            np.random.default_rng(job.seed), **job.generate_options)
+                            np.random.default_rng(job.seed), site=job.site, **job.generate_options)
     out.generate_seconds = time.perf_counter() - t
     out.n_generated = len(gen.crystals)
     for start in range(0, len(gen.crystals), job.relax_batch):
@@ -395,7 +409,8 @@ def search_crystals(
     energy_settings: EnergySettings | None = None, batch_size: int = BATCH_SIZE, relax_batch: int = RELAX_BATCH,
     energy_tolerance: float = ENERGY_TOLERANCE, density_tolerance: float = DENSITY_TOLERANCE,
     duplicate_rmsd: float = DUPLICATE_RMSD, progress: bool = True, refine_model=None, refine_top: int = REFINE_TOP,
-    refine_fraction: float = REFINE_FRACTION, workers: int = 1, **generate_options,
+    refine_fraction: float = REFINE_FRACTION, workers: int = 1, charge_model: str = DEFAULT_CHARGE_MODEL,
+    inversion_fraction: float = INVERSION_FRACTION, **generate_options,
 ) -> SearchResult:
     """Search the crystal structures of the rigid ``molecule [n, 3]`` (Å; atomic numbers ``z [n]``): ``n_candidates``
     random Z' = 1 crystals in ``space_groups`` (numbers, symbols or :class:`SpaceGroup`; default the 11 common
@@ -405,12 +420,15 @@ def search_crystals(
     ``rng``: a seed or ``numpy.random.Generator`` (deterministic given the seed); ``time_budget_s``: no new
     batch or relaxation starts after that many seconds; ``batch_size``: crystals generated per seed (the schedule's unit);
     ``relax_batch``: crystals relaxed in one call; ``max_steps``, ``gtol``, ``energy_settings``: those of
-    :func:`crystalflow.physics.relax.relax_crystal`; ``generate_options``: those of
+    :func:`crystalflow.physics.relax.relax_crystal`; ``charge_model``: the atomic charges of the force field
+    (:data:`~crystalflow.common.vocabulary.CHARGE_MODELS`); ``generate_options``: those of
     :func:`crystalflow.search.generate.generate_crystals`; ``progress``: a tqdm bar on stderr; ``workers``:
     processes that generate and relax batches at once (spawned, one torch thread each; from a script, call
     it under ``if __name__ == "__main__":``), the result the same as with one, but for where a time budget
     cuts; ``refine_model``: a flow model that refines the ``refine_top`` lowest candidates within
-    ``refine_fraction`` of the time budget (:func:`refine_result`). Raises :class:`SearchError` on bad input.
+    ``refine_fraction`` of the time budget (:func:`refine_result`); ``inversion_fraction``: the share of batches
+    that put a centrosymmetric molecule on an inversion centre (step 2; 0: general positions only). Raises
+    :class:`SearchError` on bad input.
 
     Example::
 
@@ -423,16 +441,22 @@ def search_crystals(
         raise SearchError(f"relax_batch must be a positive integer, got {relax_batch!r}")
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise SearchError(f"workers must be a positive integer, got {workers!r}")
+    if charge_model not in CHARGE_MODELS:
+        raise SearchError(f"unknown charge model {charge_model!r}; known: {', '.join(CHARGE_MODELS)}")
     seed = int(rng) if isinstance(rng, (int, np.integer)) else None
     gen_rng = np.random.default_rng(rng)
     t0 = time.perf_counter()
     search_budget = time_budget_s
     if refine_model is not None and time_budget_s is not None:
         search_budget = time_budget_s * (1.0 - refine_fraction)
-    schedule = _schedule(groups, int(n_candidates), int(batch_size), gen_rng)
-    ff = assign(zz, x)
+    if not (isinstance(inversion_fraction, (int, float)) and 0.0 <= inversion_fraction <= 1.0):
+        raise SearchError(f"inversion_fraction must be in [0, 1], got {inversion_fraction!r}")
+    centrosymmetric = inversion_partners(x, zz) is not None
+    schedule = _schedule(groups, int(n_candidates), int(batch_size), gen_rng,
+                         inversion_fraction if centrosymmetric else 0.0)
+    ff = assign(zz, x, charge_model=charge_model)
     result = SearchResult(candidates=[], space_groups=tuple(g.symbol for g in groups), n_requested=int(n_candidates),
-                          seed=seed)
+                          seed=seed, charge_model=charge_model)
     found: list[Candidate] = []
     dedup = Deduplicator(energy_tolerance, density_tolerance, duplicate_rmsd)
     bar = None
@@ -441,7 +465,7 @@ def search_crystals(
         bar = tqdm(total=int(n_candidates), desc="search", unit="crystal", leave=False)
     deadline = None if search_budget is None else time.time() + search_budget - (time.perf_counter() - t0)
     jobs = [_BatchJob(x, zz, group.number, size, batch_seed, ff, max_steps, gtol, energy_settings, relax_batch,
-                      deadline, generate_options) for group, size, batch_seed in schedule]
+                      deadline, generate_options, site) for group, size, batch_seed, site in schedule]
     try:
         for job, out in _run_batches(jobs, workers):
             result.generate_seconds += out.generate_seconds
@@ -485,7 +509,8 @@ def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: 
     """A new :class:`SearchResult`: the distinct candidates of ``result`` found within ``until`` seconds (all
     when None), the ``top`` lowest in energy refined by ``model``
     (:func:`crystalflow.search.refine.refine_crystals`, within ``time_budget_s`` seconds), the valid refined
-    crystals added (``origin="refined"``), all de-duplicated and ranked again by energy.
+    crystals added (``origin="refined"``), all de-duplicated and ranked again by energy; ``ff``: the force field
+    (default: that of the search, with its ``charge_model``).
 
     ``until`` replays a shorter search from a longer one (the schedule is the same): the search of
     ``until`` seconds plus refinement, set against the search of ``until`` + refinement seconds, is the
@@ -514,7 +539,7 @@ def refine_result(result: SearchResult, model, top: int = REFINE_TOP, *, until: 
         out.candidates, out.n_duplicates = distinct, 0
         return out
     z = parents[0].crystal.z
-    ff = ff or assign(z, parents[0].crystal.molecule)
+    ff = ff or assign(z, parents[0].crystal.molecule, charge_model=result.charge_model)
     refined = refine_crystals([c.crystal for c in parents], model, ff, seed=seed, time_budget_s=time_budget_s,
                               settings=energy_settings)
     start = (until if until is not None else result.seconds)

@@ -116,3 +116,18 @@ def space_group_weights(groups: tuple[SpaceGroup, ...] = COMMON_SPACE_GROUPS) ->
     """[len(groups)] probabilities proportional to the CSD frequencies (to draw space groups as the CSD has them)."""
     w = np.array([g.csd_frequency for g in groups], dtype=np.float64)
     return w / w.sum()
+
+
+def inversion_centres(sg: SpaceGroup) -> np.ndarray:
+    """[k, 3] the fractional points of the cell, in [0, 1), that are inversion centres of ``sg`` (fixed points
+    ``f = (w + n) / 2`` of its operators ``-f + w``, n a lattice vector); empty for a non-centrosymmetric group.
+    A molecule with an inversion centre placed there has site symmetry -1 (Z' = ½), e.g. 2a–2d of P2₁/c."""
+    points: list[np.ndarray] = []
+    for rot, t in zip(sg.rotations, sg.translations):
+        if not np.array_equal(rot, -np.eye(3, dtype=rot.dtype)):
+            continue
+        for n in np.stack(np.meshgrid([0, 1], [0, 1], [0, 1], indexing="ij"), -1).reshape(-1, 3):
+            f = ((t + n) / 2.0) % 1.0
+            if not any(np.allclose(((f - q + 0.5) % 1.0) - 0.5, 0.0, atol=1e-9) for q in points):
+                points.append(f)
+    return np.array(points, dtype=np.float64).reshape(-1, 3)

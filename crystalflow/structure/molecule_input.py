@@ -117,6 +117,32 @@ def _quiet_rdkit() -> Iterator[None]:
         del block
 
 
+def graph_molecule(z: np.ndarray, x: np.ndarray, bonds: np.ndarray, bond_orders: bool = False):  # noqa: ANN201
+    """RDKit molecule of atoms ``z [n]`` at ``x [n, 3]`` (Å) joined by single ``bonds [m, 2]``, one 3D conformer,
+    not sanitised; with ``bond_orders`` the orders (neutral molecule) from ``rdDetermineBonds.DetermineBondOrders``,
+    which raises where RDKit cannot perceive the molecule."""
+    require_rdkit()
+    from rdkit import Chem
+    from rdkit.Chem import rdDetermineBonds
+    from rdkit.Geometry import Point3D
+
+    rw = Chem.RWMol()
+    for v in np.asarray(z).tolist():
+        rw.AddAtom(Chem.Atom(int(v)))
+    for a, b in np.asarray(bonds).reshape(-1, 2).tolist():
+        rw.AddBond(int(a), int(b), Chem.BondType.SINGLE)
+    conf = Chem.Conformer(len(z))
+    for k, p in enumerate(np.asarray(x, dtype=float).tolist()):
+        conf.SetAtomPosition(k, Point3D(*p))
+    conf.Set3D(True)
+    rw.AddConformer(conf, assignId=True)
+    mol = rw.GetMol()
+    if bond_orders:
+        with _quiet_rdkit():
+            rdDetermineBonds.DetermineBondOrders(mol, charge=0)
+    return mol
+
+
 def fragments(n: int, bonds: np.ndarray) -> np.ndarray:
     """Fragment label [n] of each atom (connected components of the bond graph)."""
     b = np.asarray(bonds, dtype=np.int64).reshape(-1, 2)
@@ -492,21 +518,7 @@ def _sanitised(mol, what: str):  # noqa: ANN001, ANN202
 def _saturate(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, name: str, notes: list[str], source: str,
               what: str) -> Molecule3D:
     """Add hydrogens with coordinates to a hydrogen-free molecule whose bonds are all single."""
-    require_rdkit()
-    from rdkit import Chem
-    from rdkit.Geometry import Point3D
-
-    rw = Chem.RWMol()
-    for v in z.tolist():
-        rw.AddAtom(Chem.Atom(int(v)))
-    for a, b in bonds.tolist():
-        rw.AddBond(int(a), int(b), Chem.BondType.SINGLE)
-    conf = Chem.Conformer(len(z))
-    for k, p in enumerate(x.tolist()):
-        conf.SetAtomPosition(k, Point3D(*p))
-    conf.Set3D(True)
-    rw.AddConformer(conf, assignId=True)
-    mol = _sanitised(rw.GetMol(), what)
+    mol = _sanitised(graph_molecule(z, x, bonds), what)
     with _quiet_rdkit():
         mol, added = _complete_rdkit_hydrogens(mol, what)
     if added:

@@ -143,6 +143,36 @@ def centre_of_mass(x: np.ndarray, z: np.ndarray) -> np.ndarray:
     return np.tensordot(w / w.sum(), x, axes=([0], [-2]))
 
 
+#: Å: a molecule is centrosymmetric when inverting it through its centre of mass moves no atom farther than this
+#: onto an atom of the same element
+INVERSION_TOLERANCE = 0.25
+
+
+def inversion_partners(x: np.ndarray, z: np.ndarray, tol: float = INVERSION_TOLERANCE) -> np.ndarray | None:
+    """Permutation ``p`` with ``x[p] - c ≈ -(x - c)`` (``c`` the centre of mass, each atom within ``tol`` Å of its
+    partner's inverted position, same element), or None when the molecule has no inversion centre. An atom at the
+    centre is its own partner.
+
+    Example::
+
+        p = inversion_partners(x, z)
+        if p is not None:
+            x_sym = c + 0.5 * ((x - c) - (x[p] - c))   # exactly centrosymmetric
+    """
+    xx = np.asarray(x, dtype=np.float64)
+    zz = np.asarray(z, dtype=np.int64)
+    rel = xx - centre_of_mass(xx, zz)
+    perm = np.full(len(zz), -1, dtype=np.int64)
+    for element in np.unique(zz):
+        idx = np.flatnonzero(zz == element)
+        cost = np.linalg.norm(rel[idx][:, None, :] + rel[idx][None, :, :], axis=-1)  # |x_i - c + (x_j - c)|
+        rows, cols = linear_sum_assignment(cost)
+        if cost[rows, cols].max() > tol:
+            return None
+        perm[idx[rows]] = idx[cols]
+    return perm
+
+
 def match_atoms(ref: np.ndarray, z_ref: np.ndarray, mov: np.ndarray, z_mov: np.ndarray, max_tries: int = 256) -> tuple[np.ndarray, float]:
     """Permutation ``perm`` with ``mov[perm] ≈ ref`` up to an isometry (rotation, maybe improper).
 

@@ -252,6 +252,11 @@ CASES: dict[str, tuple[Case, str]] = {
     "predict/rank-in-model-mode": (
         lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--model", w.run, "--rank", "learned", "-q"],
         "--mode search"),
+    "predict/charges-in-model-mode": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--model", w.run, "--charges", "mmff", "-q"],
+        "--mode search"),
+    "predict/unknown-charges": (
+        lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--charges", "esp", "-q"], "invalid choice"),
     "predict/unknown-ranking": (
         lambda w, t: ["predict", BENZENE, "-o", str(t / "c"), "--rank", "density", "-q"], "invalid choice"),
     "predict/missing-refine-model": (

@@ -32,6 +32,7 @@ CHOICES = {
     ("reconstruct", "source"): V.RECONSTRUCT_SOURCES,
     ("predict", "mode"): V.PREDICT_MODES,
     ("predict", "rank"): V.SEARCH_RANKINGS,
+    ("predict", "charges"): V.CHARGE_MODELS,
 }
 #: (command, option dest) -> the vocabulary default it must have
 DEFAULTS = {

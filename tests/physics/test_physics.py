@@ -151,3 +151,23 @@ def test_assign_falls_back_to_zero_charges_and_says_so() -> None:
     assert np.all(ff.charges == 0) and any("charges are zero" in n for n in ff.note)
     with pytest.raises(ForceFieldError):
         assign(np.array([6, 1]), np.zeros((3, 3)))
+
+
+def test_mmff_charges_are_mmff94s_tabulated_values_and_fall_back_to_gasteiger() -> None:
+    # water and ammonia at their usual geometry: MMFF94 charges O -0.86 / H +0.43 and N -1.08 / H +0.36
+    # (Halgren, J. Comput. Chem. 17, 490 (1996)); Gasteiger's are much smaller
+    water = np.array([[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]])
+    ff = assign(np.array([8, 1, 1]), water, charge_model="mmff")
+    assert ff.charges == pytest.approx([-0.86, 0.43, 0.43], abs=1e-6) and not ff.note
+    assert abs(assign(np.array([8, 1, 1]), water).charges[0]) < 0.5
+    h = 1.01 * np.array([[0.0, 0.94, -0.34], [0.81, -0.47, -0.34], [-0.81, -0.47, -0.34]])
+    ammonia = assign(np.array([7, 1, 1, 1]), np.vstack([[0, 0, 0], h]), charge_model="mmff")
+    assert ammonia.charges == pytest.approx([-1.08, 0.36, 0.36, 0.36], abs=1e-6)
+    # BH3-NH3 (no MMFF94 type for boron): Gasteiger charges, and the note says so
+    bh = 1.21 * np.array([[0.0, 0.94, 0.34], [0.81, -0.47, 0.34], [-0.81, -0.47, 0.34]])
+    x = np.vstack([[0, 0, 0], [0, 0, 1.66], bh + [0, 0, 1.66], h])
+    borane = assign(np.array([7, 5, 1, 1, 1, 1, 1, 1]), x, charge_model="mmff")
+    assert any("Gasteiger charges used" in n for n in borane.note) and np.abs(borane.charges).max() > 0.1
+    assert np.allclose(borane.charges, assign(borane.z, x).charges)
+    with pytest.raises(ForceFieldError, match="unknown charge model"):
+        assign(np.array([8, 1, 1]), water, charge_model="esp")

@@ -8,7 +8,9 @@ import pytest
 import torch
 from toys import MOL_A, Z_A
 
-from crystalflow.physics.energy import EnergySettings
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
+from crystalflow.physics.energy import EnergySettings, crystal_energy
+from crystalflow.physics.forcefield import assign
 from crystalflow.search.pipeline import (
     Deduplicator,
     SearchError,
@@ -21,6 +23,7 @@ from crystalflow.search.pipeline import (
 from crystalflow.search.refine import load_refiner
 from crystalflow.structure.contacts import is_valid
 from crystalflow.structure.crystal import SymmetricCrystal
+from crystalflow.structure.molecule_input import read_molecule
 
 torch.set_num_threads(1)
 FAST = {"max_steps": 15, "progress": False, "energy_settings": EnergySettings(cutoff=7.0, taper=1.0)}
@@ -116,6 +119,44 @@ def test_deduplicator_keeps_the_lowest_copy_whatever_the_order(result) -> None:
     assert [c.index for c in dedup.kept] == [c.index for c in result.candidates]
 
 
+def test_charge_model_is_the_one_the_candidates_are_relaxed_with() -> None:
+    mol = read_molecule("NC=O")  # formamide: MMFF94 and Gasteiger charges differ
+    runs = {m: search_crystals(mol.x, mol.z, 2, space_groups="P-1", rng=3, batch_size=2, charge_model=m, **FAST)
+            for m in CHARGE_MODELS}
+    for model, r in runs.items():
+        ff = assign(mol.z, mol.x, charge_model=model)
+        assert r.charge_model == model and not ff.note
+        for c in r.candidates:
+            assert c.energy == pytest.approx(crystal_energy(c.crystal, ff, FAST["energy_settings"]), abs=1e-6)
+    a, b = (runs[m].candidates[0].energy for m in CHARGE_MODELS)
+    assert abs(a - b) > 1.0
+    with pytest.raises(SearchError, match="unknown charge model"):
+        search_crystals(MOL_A, Z_A, 2, charge_model="esp", **FAST)
+
+
+def test_a_centrosymmetric_molecule_is_searched_on_inversion_centres_too() -> None:
+    from crystalflow.search.pipeline import _schedule
+    from crystalflow.search.spacegroups import space_group
+
+    groups = (space_group("P21/c"), space_group("P212121"))
+    plan = _schedule(groups, 64, 4, np.random.default_rng(0), inversion_fraction=0.5)
+    for g in groups:
+        sites = [site for group, _, _, site in plan if group is g]
+        expected = ["general", "inversion"] * len(sites) if g.symbol == "P21/c" else ["general"] * len(sites)
+        assert sites == expected[:len(sites)] and len(sites) >= 2
+    assert {site for *_, site in _schedule(groups, 64, 4, np.random.default_rng(0))} == {"general"}
+    dce = np.array([[0.67, 0.0, 0.0], [-0.67, 0.0, 0.0], [1.40, 1.55, 0.0], [-1.40, -1.55, 0.0],
+                    [1.23, -0.93, 0.0], [-1.23, 0.93, 0.0]])
+    z = np.array([6, 6, 17, 17, 1, 1])
+    r = search_crystals(dce, z, 8, space_groups="P21/c", rng=0, batch_size=2, **FAST)
+    half = [c for c in r.candidates if c.crystal.n_molecules == 2]
+    assert half and len(half) < len(r.candidates)  # both packings searched
+    for c in half:
+        assert len(c.crystal.site_ops()) == 2 and is_valid(c.crystal.cluster(), z)
+    none = search_crystals(dce, z, 8, space_groups="P21/c", rng=0, batch_size=2, inversion_fraction=0.0, **FAST)
+    assert all(c.crystal.n_molecules == 4 for c in none.candidates)
+
+
 def test_time_budget_stops_the_search() -> None:
     r = search_crystals(MOL_A, Z_A, 4, space_groups="P-1", rng=0, time_budget_s=1e-9, **FAST)
     assert r.timed_out and r.candidates == [] and r.n_generated == 0
@@ -129,6 +170,7 @@ def test_time_budget_stops_the_search() -> None:
     ({"space_groups": []}, "no space group"),
     ({"time_budget_s": -1.0}, "time_budget_s"),
     ({"workers": 0}, "workers"),
+    ({"inversion_fraction": 1.5}, "inversion_fraction"),
 ])
 def test_bad_input_is_one_line_value_error(kwargs, message) -> None:
     args = dict(molecule=MOL_A, z=Z_A, n_candidates=2, **FAST) | kwargs

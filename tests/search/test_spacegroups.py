@@ -8,6 +8,7 @@ import pytest
 from crystalflow.search.spacegroups import (
     COMMON_SPACE_GROUPS,
     SpaceGroupError,
+    inversion_centres,
     space_group,
     space_group_weights,
 )
@@ -37,3 +38,22 @@ def test_look_up_by_number_and_symbols() -> None:
     with pytest.raises(SpaceGroupError, match="not one of the common"):
         space_group("Fm-3m")
     assert issubclass(SpaceGroupError, ValueError)
+
+
+HALF = {(a, b, c) for a in (0.0, 0.5) for b in (0.0, 0.5) for c in (0.0, 0.5)}
+
+
+@pytest.mark.parametrize("symbol, expected", [
+    ("P-1", HALF),  # 1a-1h
+    ("P21/c", HALF),  # 2a-2d, two points each (International Tables A)
+    ("Pbca", HALF),  # 4a, 4b
+    ("C2/c", HALF | {(x, y, z) for x in (0.25, 0.75) for y in (0.25, 0.75) for z in (0.0, 0.5)}),  # 4a-4d
+    ("P21", set()), ("P212121", set()), ("Cc", set()),
+])
+def test_inversion_centres_are_the_tabulated_sites(symbol, expected) -> None:
+    sg = space_group(symbol)
+    found = {tuple(float(v) for v in p) for p in inversion_centres(sg)}
+    assert found == expected
+    for p in inversion_centres(sg):  # each is fixed by an inversion of the group, up to a lattice vector
+        images = [(w @ p + t) for w, t in zip(sg.rotations, sg.translations) if np.array_equal(w, -np.eye(3))]
+        assert any(np.allclose((q - p + 0.5) % 1.0 - 0.5, 0.0) for q in images)
