@@ -99,7 +99,10 @@ def _load_target(path: str):
         crystal = read_cif(path)
         molecules, _, _ = select(crystal, BuildSettings())
         return SymmetricCrystal.from_crystal(crystal, molecules[0])
-    except (RejectError, ValueError):
+    except RejectError:
+        return None
+    except ValueError as exc:  # no symmetry, or molecules in more than one orbit: not a Z' = 1 target
+        print(f"skipping {os.path.basename(path)}: {exc}", file=sys.stderr)
         return None
 
 

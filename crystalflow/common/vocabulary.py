@@ -54,7 +54,7 @@ DEFAULT_SEARCH_RANKING = "energy"
 #: atomic charges of the force field (:mod:`crystalflow.physics.forcefield`, ``predict --charges``):
 #: Gasteiger-Marsili or MMFF94 partial charges, both from RDKit; the default measured better (docs/physics.md)
 CHARGE_MODELS = ("gasteiger", "mmff")
-DEFAULT_CHARGE_MODEL = "gasteiger"
+DEFAULT_CHARGE_MODEL = "mmff"
 #: processes of the crystal search (``predict --workers``)
 DEFAULT_SEARCH_WORKERS = 1
 #: noise variants of the benchmark: its Tables 1 (plain), 2 (inversion) and 3 (melt)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from crystalflow.physics.energy import (EnergySettings, ImagePairs, PairTable, cluster_energy, cluster_pairs,
-                                        image_pairs, lattice_energy, molecule_ops)
+from crystalflow.physics.energy import (CellError, EnergySettings, ImagePairs, PairTable, cluster_energy,
+                                        cluster_pairs, image_pairs, lattice_energy, molecule_ops)
 from crystalflow.physics.forcefield import ForceField, assign
 from crystalflow.structure.crystal import SymmetricCrystal
 from crystalflow.structure.elements import ATOMIC_MASS
@@ -163,42 +163,74 @@ class _CrystalModel:
         return x, L
 
 
+#: restarts of L-BFGS after a line search reached a non-finite energy or a collapsed cell
+RESTARTS = 3
+
+
 class _OutOfTime(Exception):
     """Raised inside the L-BFGS closure when ``max_seconds`` has passed."""
+
+
+class _NonFinite(Exception):
+    """Raised inside the L-BFGS closure when the energy is not finite (torch's line search cannot handle it)."""
 
 
 def _lbfgs(params, energy_fn, max_steps: int, gtol: float, refresh=None,
            max_seconds: float | None = None) -> tuple[int, bool]:
     """Minimise ``energy_fn().sum()`` over ``params``; returns (iterations, converged). ``max_seconds``
-    stops at the first energy evaluation after it has passed (not converged)."""
+    stops at the first energy evaluation after it has passed (not converged). ``refresh`` (relisting the
+    pairs when atoms have moved) runs before every evaluation. A chunk of iterations whose line search reaches
+    a non-finite energy or a collapsed cell (:class:`CellError`) is undone and the optimiser restarted from
+    there with an empty history (its first step is short), at most :data:`RESTARTS` times; then it stops
+    (not converged)."""
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     active = [p for p in params if p.numel()]
     if not active:
         return 0, True
-    opt = torch.optim.LBFGS(active, lr=1.0, max_iter=CHUNK, history_size=20, line_search_fn="strong_wolfe",
-                            tolerance_grad=gtol, tolerance_change=1e-10)
+
+    def optimiser():
+        return torch.optim.LBFGS(active, lr=1.0, max_iter=CHUNK, history_size=20, line_search_fn="strong_wolfe",
+                                 tolerance_grad=gtol, tolerance_change=1e-10)
 
     def closure():
         if deadline is not None and time.perf_counter() > deadline:
             raise _OutOfTime
+        if refresh is not None:  # relist before the pair list goes stale (the energy stays exact)
+            refresh()
         opt.zero_grad()
         e = energy_fn().sum()
+        if not torch.isfinite(e):
+            raise _NonFinite
         e.backward()
         return e
 
-    steps = 0
+    opt, steps, restarts, done = optimiser(), 0, 0, 0
     while steps < max_steps:
+        saved = [p.detach().clone() for p in active]
         try:
             opt.step(closure)
-            steps += opt.state[opt._params[0]]["n_iter"] - steps if "n_iter" in opt.state[opt._params[0]] else CHUNK
+            n_iter = opt.state[opt._params[0]].get("n_iter", CHUNK)
+            steps = done + n_iter
             closure()
+            finite = all(bool(torch.isfinite(p).all()) for p in active)
         except _OutOfTime:  # the poses stay where the last evaluation left them
             return steps, False
-        g = max(float(p.grad.abs().max()) for p in active)
-        if g < gtol:
-            return steps, True
+        except (_NonFinite, CellError):  # the line search reached a non-finite energy or a collapsed cell
+            finite = False
+        if finite:
+            g = max(float(p.grad.abs().max()) for p in active)
+            if g < gtol:
+                return steps, True
+            continue
+        with torch.no_grad():
+            for p, v in zip(active, saved):
+                p.copy_(v)
         if refresh is not None:
             refresh()
+        restarts += 1
+        if restarts > RESTARTS:
+            return steps, False
+        opt, done = optimiser(), steps
     return steps, False
 
 

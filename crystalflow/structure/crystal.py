@@ -67,12 +67,18 @@ class SymmetricCrystal:
     ) -> "SymmetricCrystal":
         """From a full periodic structure (every atom of the cell: fractional ``frac``, atomic numbers
         ``z``) and one whole molecule of it (Cartesian ``molecule`` [n, 3], ``molecule_z`` [n]); the
-        operators are spglib's at ``symprec`` (Å)."""
+        operators are spglib's at ``symprec`` (Å). Raises ValueError when the images of the molecule are not
+        all the atoms of the cell: its molecules form more than one orbit (e.g. two independent molecules,
+        each on an inversion centre), which one asymmetric molecule cannot describe."""
         lattice = np.asarray(lattice, dtype=np.float64)
         sym = spglib.get_symmetry((lattice, np.asarray(frac, dtype=np.float64) % 1.0, np.asarray(z)), symprec=symprec)
         if sym is None:
             raise ValueError(f"spglib found no symmetry: {spglib.get_error_message()}")
-        return cls(lattice, sym["rotations"], sym["translations"], molecule, molecule_z)
+        sc = cls(lattice, sym["rotations"], sym["translations"], molecule, molecule_z)
+        if sc.n_molecules * sc.n_atoms != len(z):
+            raise ValueError(f"the cell holds {len(z)} atoms but the molecule's images only {sc.n_molecules * sc.n_atoms}: "
+                             "its molecules form more than one symmetry orbit")
+        return sc
 
     @classmethod
     def from_crystal(cls, crystal: Crystal, molecule: Molecule, symprec: float = SYMPREC) -> "SymmetricCrystal":

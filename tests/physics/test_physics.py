@@ -154,12 +154,14 @@ def test_assign_falls_back_to_zero_charges_and_says_so() -> None:
 
 
 def test_mmff_charges_are_mmff94s_tabulated_values_and_fall_back_to_gasteiger() -> None:
+    assert assign(np.array([8, 1, 1]), np.array([[0.0, 0, 0], [0.96, 0, 0], [-0.24, 0.93, 0]])).charges[0] == \
+        pytest.approx(-0.86)  # the default
     # water and ammonia at their usual geometry: MMFF94 charges O -0.86 / H +0.43 and N -1.08 / H +0.36
     # (Halgren, J. Comput. Chem. 17, 490 (1996)); Gasteiger's are much smaller
     water = np.array([[0.0, 0.0, 0.0], [0.757, 0.586, 0.0], [-0.757, 0.586, 0.0]])
     ff = assign(np.array([8, 1, 1]), water, charge_model="mmff")
     assert ff.charges == pytest.approx([-0.86, 0.43, 0.43], abs=1e-6) and not ff.note
-    assert abs(assign(np.array([8, 1, 1]), water).charges[0]) < 0.5
+    assert abs(assign(np.array([8, 1, 1]), water, charge_model="gasteiger").charges[0]) < 0.5
     h = 1.01 * np.array([[0.0, 0.94, -0.34], [0.81, -0.47, -0.34], [-0.81, -0.47, -0.34]])
     ammonia = assign(np.array([7, 1, 1, 1]), np.vstack([[0, 0, 0], h]), charge_model="mmff")
     assert ammonia.charges == pytest.approx([-1.08, 0.36, 0.36, 0.36], abs=1e-6)
@@ -168,6 +170,18 @@ def test_mmff_charges_are_mmff94s_tabulated_values_and_fall_back_to_gasteiger() 
     x = np.vstack([[0, 0, 0], [0, 0, 1.66], bh + [0, 0, 1.66], h])
     borane = assign(np.array([7, 5, 1, 1, 1, 1, 1, 1]), x, charge_model="mmff")
     assert any("Gasteiger charges used" in n for n in borane.note) and np.abs(borane.charges).max() > 0.1
-    assert np.allclose(borane.charges, assign(borane.z, x).charges)
+    assert np.allclose(borane.charges, assign(borane.z, x, charge_model="gasteiger").charges)
     with pytest.raises(ForceFieldError, match="unknown charge model"):
         assign(np.array([8, 1, 1]), water, charge_model="esp")
+
+
+def test_a_minimisation_stepping_into_a_broken_region_keeps_its_last_finite_state() -> None:
+    from crystalflow.physics.relax import _lbfgs
+
+    x = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+
+    def energy():  # minimum at 2, undefined (NaN) beyond 1: the first line search steps there
+        return torch.where(x < 1.0, (x - 2.0) ** 2, torch.full_like(x, float("nan")))
+
+    steps, converged = _lbfgs([x], energy, max_steps=50, gtol=1e-8)
+    assert not converged and torch.isfinite(x).all() and float(x.detach()) < 1.0

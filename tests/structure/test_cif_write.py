@@ -68,3 +68,16 @@ def test_cell_atoms_unchanged_by_writing(embedded_dir, tmp_path):
     sc_back = SymmetricCrystal.from_crystal(back, find_molecules(back)[0])
     assert sc_back.density() == pytest.approx(sc.density(), rel=1e-4)
     assert sc_back.space_group() == sc.space_group()
+
+
+def test_a_cell_of_two_symmetry_orbits_is_not_one_symmetric_crystal() -> None:
+    # P1 cell with two water molecules in different orientations: the images of the first are not the cell
+    water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    other = water @ np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]]) + [3.1, 2.7, 2.9]
+    lattice = np.diag([6.0, 6.5, 7.0])
+    cart = np.vstack([water, other])
+    z = np.array([8, 1, 1, 8, 1, 1])
+    with pytest.raises(ValueError, match="more than one symmetry orbit"):
+        SymmetricCrystal.from_cell(lattice, cart @ np.linalg.inv(lattice), z, water, z[:3])
+    one = SymmetricCrystal.from_cell(lattice, water @ np.linalg.inv(lattice), z[:3], water, z[:3])
+    assert one.n_molecules == 1
