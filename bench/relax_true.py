@@ -2,7 +2,7 @@
 
     python bench/relax_true.py                         # embedded COD + 40 each of ../shared/data/{csd500,ocelot}
     python bench/relax_true.py --sample 40 --charge-scale 1.0 --cutoff 12 --clusters 5
-    python bench/relax_true.py --charges mmff          # MMFF94 charges instead of Gasteiger
+    python bench/relax_true.py --charges gasteiger     # Gasteiger charges instead of MMFF94 (the default)
 
 Per set: OXtalign RMSD_15 (median, 90th percentile) between the relaxed and the true 17-molecule
 cluster (``packing_match``), n_matched (median), % valid after relaxation (and how many were valid

@@ -27,6 +27,7 @@ from crystalflow.common.resources import embedded_cif_dir
 from crystalflow.common.version import __version__
 from crystalflow.common.vocabulary import (
     BASELINES,
+    DEFAULT_CHARGE_MODEL,
     DEFAULT_MAX_ATOMS,
     DEFAULT_STEPS,
     METHODS,
@@ -394,8 +395,8 @@ def write_report(out_dir: str, rows: list[dict], plan: BenchmarkPlan, seconds: f
     ]
     if any(m.endswith(RELAXED) for _, m in table):
         shown = f"the first {plan.relax_limit} test clusters" if plan.relax_limit else "every test cluster"
-        lines += ["", f"\"+ relaxation\" rows: the method's samples relaxed (rigid molecules, W99 exp-6 + Gasteiger "
-                      f"charges; as a crystal where the cluster implies one, else as rigid bodies), scored on {shown}."]
+        lines += ["", f"\"+ relaxation\" rows: the method's samples relaxed (rigid molecules, W99 exp-6 + "
+                      f"{DEFAULT_CHARGE_MODEL} charges; as a crystal where the cluster implies one, else as rigid bodies), scored on {shown}."]
     for variant in _table_variants(table):
         lines += ["", f"## {TITLES[variant]}", "", "| method | " + " | ".join(TABLE_METRICS) + " |",
                   "|---|" + "---|" * len(TABLE_METRICS)]

@@ -163,6 +163,8 @@ class _CrystalModel:
         return x, L
 
 
+#: pair lists of a crystal relaxation kept for reuse (a line search often returns near an earlier point)
+LISTS_KEPT = 4
 #: restarts of L-BFGS after a line search reached a non-finite energy or a collapsed cell
 RESTARTS = 3
 
@@ -282,21 +284,23 @@ def _relax_group(group, ff, max_steps, gtol, relax_cell, settings, max_seconds=N
     table = PairTable(f, settings)
     reach = table.settings.cutoff + MARGIN
     ops = molecule_ops(sc0.rotations, sc0.translations, model.L0[0].numpy(), group[0].molecule, sc0.z)
-    state: dict = {}
+    state: dict = {"lists": []}  # the last LISTS_KEPT pair lists, newest first: (x, L, pairs)
 
     def build():
         with torch.no_grad():
             x, L = model.structure()
             sites = torch.einsum("ij,bjd->bid", table.sites, x)
         state["pairs"] = image_pairs(sites.numpy(), L.numpy(), sc0.rotations, sc0.translations, ops, reach)
-        state["x"], state["L"] = x, L
+        state["lists"] = [(x, L, state["pairs"])] + state["lists"][:LISTS_KEPT - 1]
 
-    def refresh():
+    def refresh():  # a list stays exact while no site has moved half the margin from where it was built
         with torch.no_grad():
             x, L = model.structure()
-        moved = float((x - state["x"]).norm(dim=-1).max()) + 2.0 * float((L - state["L"]).norm(dim=-1).max())
-        if moved > MARGIN / 2:
-            build()
+        for x0, L0, pairs in state["lists"]:  # a line search returning to an earlier point reuses its list
+            if float((x - x0).norm(dim=-1).max()) + 2.0 * float((L - L0).norm(dim=-1).max()) <= MARGIN / 2:
+                state["pairs"] = pairs
+                return
+        build()
 
     def energy():
         x, L = model.structure()
