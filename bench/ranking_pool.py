@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--charges", default=DEFAULT_CHARGE_MODEL, choices=CHARGE_MODELS,
                     help="charge model of the search's force field")
     ap.add_argument("--inversion-fraction", type=float, default=INVERSION_FRACTION,
-                    help="share of batches putting a centrosymmetric molecule on an inversion centre (0: never)")
+                    help="share of batches putting a centrosymmetric molecule on an inversion centre (default 0: never)")
     ap.add_argument("--special", action="store_true", help="only molecules on a special position in their crystal")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)

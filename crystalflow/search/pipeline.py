@@ -9,9 +9,9 @@
    each batch and each relaxation) cuts all groups alike. Every batch has its own seed, drawn from ``rng`` up front: the result is deterministic given
    the seed (with a ``time_budget_s``, how many batches fit depends on the machine).
 2. **Generation** of each batch by :func:`crystalflow.search.generate.generate_crystals` (Z' = 1, the
-   molecule rigid, no overlap beyond its tolerance). A centrosymmetric molecule
-   (:func:`crystalflow.structure.molecules.inversion_partners`) is put on an inversion centre (Z' = ½) in
-   :data:`INVERSION_FRACTION` of the batches of the groups that have them (P2₁/c, P-1, C2/c, Pbca).
+   molecule rigid, no overlap beyond its tolerance). With ``inversion_fraction`` > 0 a centrosymmetric
+   molecule (:func:`crystalflow.structure.molecules.inversion_partners`) is put on an inversion centre
+   (Z' = ½) in that share of the batches of the groups that have them (P2₁/c, P-1, C2/c, Pbca).
 3. **Relaxation** of each crystal (:func:`crystalflow.physics.relax.relax_crystal`, one force field for all,
    ``relax_batch`` crystals per call; pose and cell free under the space group) to a minimum of the lattice
    energy.
@@ -99,8 +99,9 @@ REFINE_TOP = 30
 #: share of a search's time budget kept for the model's refinement
 REFINE_FRACTION = 0.25
 #: share of the batches in a group with inversion centres that put a centrosymmetric molecule on one (Z' = ½);
-#: the rest keep it on the general position. Not tuned: half and half covers both packings.
-INVERSION_FRACTION = 0.5
+#: the rest keep it on the general position. Off: the general search reaches those crystals through index-2
+#: subgroups, and ½ measured no gain (docs/search.md)
+INVERSION_FRACTION = 0.0
 
 
 class SearchError(ValueError):

@@ -4,7 +4,9 @@ in the standard setting, the conventional cell, the symmetry operators and the a
 spglib finds the space group and the transformation to its standard setting; gemmi supplies that
 setting's operators (from spglib's Hall symbol) and writes the CIF. The asymmetric unit is the
 molecule itself (Z' = 1), or the part of it that is not an image of another part when the molecule
-sits on a special position. Mercury, VESTA, pymatgen, ASE and gemmi read the result; the tests read
+sits on a special position: one atom per orbit of spglib's idealised standard cell (exact orbits, so a
+crystal that is only within ``symprec`` of its group, e.g. a molecule relaxed onto a −3 site, is written
+with each atom once), the image nearest the molecule's centre. Mercury, VESTA, pymatgen, ASE and gemmi read the result; the tests read
 it back with gemmi and pymatgen and compare the space group and cell.
 
 Example::
@@ -50,6 +52,21 @@ def standard_setting(crystal: SymmetricCrystal, symprec: float = SYMPREC):
     p, shift = np.asarray(ds.transformation_matrix, dtype=np.float64), np.asarray(ds.origin_shift, dtype=np.float64)
     asym = frac[keep] @ p.T + shift  # x_std = P x + p
     lattice_std = np.linalg.inv(p).T @ crystal.lattice  # rows: (Lᵀ P⁻¹)ᵀ
+    # the asymmetric unit from spglib's idealised standard cell, whose orbits are exact: where the crystal is only
+    # close to its group (a molecule relaxed onto a site of higher symmetry than it was generated on), the raw
+    # atoms' orbits may disagree with the group, and their images would be near-copies instead of one atom.
+    # One atom per exact orbit, the image nearest the raw asymmetric molecule's centre (a contiguous unit)
+    std_pos, std_types = np.asarray(ds.std_positions, dtype=np.float64), np.asarray(ds.std_types)
+    exact = spglib.get_symmetry_dataset((np.asarray(ds.std_lattice), std_pos, std_types), symprec=1e-4)
+    if exact is not None and int(exact.number) == int(ds.number):
+        centre = asym.mean(axis=0)
+        d = std_pos - centre
+        d -= np.round(d)
+        dist = np.linalg.norm(d @ lattice_std, axis=1)
+        orbits = np.asarray(exact.equivalent_atoms)
+        chosen = [int(np.flatnonzero(orbits == o)[np.argmin(dist[orbits == o])]) for o in np.unique(orbits)]
+        chosen.sort(key=lambda i: dist[i])
+        return ds, lattice_std, centre + d[chosen], std_types[chosen]
     return ds, lattice_std, asym, z[keep]
 
 
