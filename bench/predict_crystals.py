@@ -351,7 +351,8 @@ def main() -> None:
             w = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}))
             w.writeheader()
             w.writerows(rows)
-    print("(*: the true molecule sits on a special position, which the generator does not place molecules on)")
+    print("(*: the true molecule sits on a special position: reached through a subgroup, or generated there with "
+          "search_crystals(inversion_fraction > 0) for an inversion centre)")
     print()
     print(f"{'setting':24s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s} {'exp missed':>10s} "
           f"{'best n med':>10s} {'median s':>8s} {'max s':>6s}")
