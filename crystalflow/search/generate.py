@@ -354,7 +354,7 @@ def generate_crystals(
     if site not in SITES:
         raise GenerationError(f"site must be one of {', '.join(SITES)}, got {site!r}")
     inversion = site == "inversion"
-    centres = spacegroups.inversion_centres(sg)
+    centres = spacegroups.inversion_centres(sg) if inversion else None
     if inversion:
         x = centrosymmetric(x, zz)
         if x is None:

@@ -214,11 +214,12 @@ def _schedule(groups: tuple[SpaceGroup, ...], n: int, batch_size: int, rng: np.r
     draws = rng.choice(len(groups), size=n, p=space_group_weights(groups))
     counts = np.bincount(draws, minlength=len(groups))
     batches: list[list[int]] = [[batch_size] * (c // batch_size) + ([c % batch_size] if c % batch_size else []) for c in counts]
+    centred = {g.number for g in groups if inversion_fraction > 0 and len(inversion_centres(g))}
     out = []
     for r in range(max((len(b) for b in batches), default=0)):
         for g, sizes in zip(groups, batches):
             if r < len(sizes):
-                on_centre = (len(inversion_centres(g)) > 0
+                on_centre = (g.number in centred
                              and math.floor((r + 1) * inversion_fraction) > math.floor(r * inversion_fraction))
                 out.append((g, sizes[r], int(rng.integers(2**63)), "inversion" if on_centre else "general"))
     return out
@@ -452,7 +453,7 @@ def search_crystals(
         search_budget = time_budget_s * (1.0 - refine_fraction)
     if not (isinstance(inversion_fraction, (int, float)) and 0.0 <= inversion_fraction <= 1.0):
         raise SearchError(f"inversion_fraction must be in [0, 1], got {inversion_fraction!r}")
-    centrosymmetric = inversion_partners(x, zz) is not None
+    centrosymmetric = inversion_fraction > 0 and inversion_partners(x, zz) is not None
     schedule = _schedule(groups, int(n_candidates), int(batch_size), gen_rng,
                          inversion_fraction if centrosymmetric else 0.0)
     ff = assign(zz, x, charge_model=charge_model)
