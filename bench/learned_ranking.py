@@ -14,9 +14,14 @@ pools only; the regularisation ``l2`` of each feature set is the one with the be
 candidates, so the same search time — sol_c@1/10/30 of:
 
 - ``energy``: the search's own order (lattice energy, lowest first);
-- ``learned`` (no model): every feature but ``model_shift``;
-- ``learned + model``: every feature, ``model_shift`` from the flow model ``--model`` (default: the shipped search
-  model), which is the only difference between the two learned rows: the learned model's share in the ranking.
+- ``learned`` (no model): every feature but the flow model's (``MODEL_FEATURES``: ``model_shift``,
+  ``model_recovery``);
+- ``learned + model``: every feature, the model's from the flow model ``--model`` (default: the shipped search
+  model), which is the only difference between the two learned rows: the learned model's share in the ranking;
+- ``energy + model``: ``energy_gap`` and ``model_recovery`` alone: lattice energy corrected by the model.
+
+The search model was trained on the training molecules' experimental clusters, so on the training pools its
+features see crystals it learned (the cross-validation flatters them); the held-out rows do not.
 
 ``--save`` writes the ranker chosen by the cross-validation (the better of the two learned rows there, never by the
 held-out figures), refitted on all training pools, with what it scored in its ``info``.
@@ -33,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from crystalflow.search.ranking import FEATURES, RANK_TOP, candidate_features, fit_ranker, top_k_solved
+from crystalflow.search.ranking import FEATURES, MODEL_FEATURES, RANK_TOP, candidate_features, fit_ranker, top_k_solved
 from crystalflow.search.refine import load_refiner
 
 TOP_K = (1, 10, 30)
@@ -106,7 +111,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--train", required=True, help="folder of training pools")
     ap.add_argument("--heldout", default=None, help="folder of held-out pools (without: the cross-validation only)")
-    ap.add_argument("--model", default=None, help="flow model of model_shift (default: the shipped search model)")
+    ap.add_argument("--model", default=None, help="flow model of the model features (default: the shipped search model)")
     ap.add_argument("--save", default=None, help="write the chosen ranker (JSON) here")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -117,7 +122,8 @@ def main() -> None:
     heldout = load_pools(args.heldout, model, model_name) if args.heldout else []
     print(f"{len(train)} training molecules ({sum(p['solved'].any() for p in train)} with a solving candidate), "
           f"{len(heldout)} held-out; features in {time.perf_counter() - t:.0f} s", flush=True)
-    sets = {"learned": tuple(f for f in FEATURES if f != "model_shift"), "learned + model": FEATURES}
+    sets = {"learned": tuple(f for f in FEATURES if f not in MODEL_FEATURES), "learned + model": FEATURES,
+            "energy + model": ("energy_gap", "model_recovery")}
     chosen = {}
     print(f"\ncross-validation on the training molecules ({FOLDS} folds)")
     print(f"{'ranking':34s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s}")

@@ -191,7 +191,7 @@ def _cmd_relax(args: argparse.Namespace) -> None:
     from crystalflow.evaluation.relaxation import relax_pred_dir
 
     info = relax_pred_dir(args.pred_dir, args.output, progress=not args.quiet, overwrite=args.overwrite,
-                          limit=args.limit, periodic=not args.no_periodic)
+                          limit=args.limit, periodic=not args.no_periodic, charge_model=args.charges)
     print(f"relaxed predictions written to {args.output} ({_modes(info)}); score them with crystalflow evaluate")
 
 
@@ -415,6 +415,8 @@ def make_parser() -> argparse.ArgumentParser:
     rx.add_argument("--no-periodic", action="store_true",
                     help="relax every cluster as rigid bodies in vacuum, never as a periodic crystal")
     rx.add_argument("--limit", type=_positive, default=None, help="first N clusters only")
+    rx.add_argument("--charges", choices=CHARGE_MODELS, default=DEFAULT_CHARGE_MODEL,
+                    help=f"atomic charges of the force field (default {DEFAULT_CHARGE_MODEL}; docs/physics.md)")
     rx.add_argument("--overwrite", action="store_true")
     rx.add_argument("-q", "--quiet", action="store_true")
     rx.set_defaults(func=_cmd_relax)

@@ -30,6 +30,7 @@ from tqdm import tqdm
 
 from crystalflow.common.errors import UserError
 from crystalflow.common.io import atomic_path
+from crystalflow.common.vocabulary import CHARGE_MODELS, DEFAULT_CHARGE_MODEL
 from crystalflow.evaluation.predictions import (
     PredictionWriter,
     read_info,
@@ -127,9 +128,11 @@ def _work_file(work: str, index: int) -> str:
 
 
 def relax_pred_dir(pred_dir: str, output: str, progress: bool = True, overwrite: bool = False,
-                   limit: int | None = None, periodic: bool = True, max_steps: int = MAX_STEPS) -> dict:
+                   limit: int | None = None, periodic: bool = True, max_steps: int = MAX_STEPS,
+                   charge_model: str = DEFAULT_CHARGE_MODEL) -> dict:
     """Relax every sample of the PRED_DIR ``pred_dir`` into the new PRED_DIR ``output`` (see the module
-    docstring); returns its info. ``limit``: the first N clusters only.
+    docstring); returns its info. ``limit``: the first N clusters only; ``charge_model``: the force field's
+    atomic charges (:data:`~crystalflow.common.vocabulary.CHARGE_MODELS`, recorded as ``relax_charges``).
 
     Example::
 
@@ -137,6 +140,8 @@ def relax_pred_dir(pred_dir: str, output: str, progress: bool = True, overwrite:
         info["relax_modes"]                     # {"crystal": 12, "cluster": 48}
         evaluate("pred-relaxed")                # scored like any PRED_DIR
     """
+    if charge_model not in CHARGE_MODELS:
+        raise UserError(f"unknown charge model {charge_model!r}; known: {', '.join(CHARGE_MODELS)}")
     info = read_info(pred_dir)
     if os.path.abspath(pred_dir) == os.path.abspath(output):
         raise UserError("the output must be a new prediction directory, not the input")
@@ -144,11 +149,21 @@ def relax_pred_dir(pred_dir: str, output: str, progress: bool = True, overwrite:
         raise UserError(f"{output!r} already exists; choose another output or pass --overwrite")
     work = os.path.abspath(output) + ".work"
     os.makedirs(work, exist_ok=True)
+    marker = os.path.join(work, "charges.txt")  # a resumed run keeps the charges its saved clusters had
+    if os.path.exists(marker):
+        with open(marker) as f:
+            before = f.read().strip()
+        if before != charge_model:
+            raise UserError(f"{work} holds clusters relaxed with {before} charges; resume with --charges {before} "
+                            "or delete it")
+    else:
+        with atomic_path(marker) as tmp, open(tmp, "w") as f:
+            f.write(charge_model)
     n = info.get("n_clusters") or 0
     total = min(n, limit) if limit else n
     new_info = {k: v for k, v in info.items() if k not in ("shards", "failures", "n_clusters", "created", "seconds")}
     new_info.update(relaxed=True, relaxed_from=os.path.abspath(pred_dir), relax_periodic=periodic,
-                    method=info.get("method"))
+                    relax_charges=charge_model, method=info.get("method"))
     t0 = time.time()
     modes = {"crystal": 0, "cluster": 0}
     with PredictionWriter(output, new_info, overwrite=overwrite) as writer:
@@ -163,7 +178,7 @@ def relax_pred_dir(pred_dir: str, output: str, progress: bool = True, overwrite:
             elif item.meta.get("failure") or not np.isfinite(item.pred).all():
                 relaxed, records = item.pred, [{"mode": "none", "reason": "no prediction"}] * len(item.pred)
             else:
-                ff = assign(item.z, item.x_w[0].astype(np.float64))
+                ff = assign(item.z, item.x_w[0].astype(np.float64), charge_model=charge_model)
                 done = [relax_prediction(p, item.z, item.x_w, ff=ff, max_steps=max_steps, periodic=periodic)
                         for p in item.pred]
                 relaxed = np.stack([d.x for d in done]).astype(np.float32)

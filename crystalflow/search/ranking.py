@@ -20,7 +20,11 @@ Features of one candidate, relative to the molecule's candidates where they depe
   (:func:`crystalflow.structure.contacts.hydrogen_bonds`);
 - ``model_shift`` (with a flow model): Å RMS by which the model moves the candidate's 17-molecule cluster in
   one endpoint prediction from it (:func:`model_shift`), the whole-cluster motion removed: how far from a
-  crystal it has learned the candidate looks.
+  crystal it has learned the candidate looks;
+- ``model_recovery`` (with a flow model): mean orientation error (°) left after the model integrates the
+  candidate's cluster with every molecule turned and moved independently (the ``melt`` noise the search model
+  was trained on, :data:`RECOVERY_DRAWS` draws; :func:`model_recovery`): whether the model brings a melted
+  copy of the candidate back to it, as it brings melted experimental clusters back to them.
 
 :func:`fit_ranker` learns the weights from labelled searches (a pairwise logistic loss within each molecule:
 every candidate that is the experimental crystal against every one that is not, molecules weighted alike),
@@ -54,13 +58,21 @@ from crystalflow.structure.geometry import kabsch
 from crystalflow.structure.molecules import molecule_bonds
 
 #: every feature a ranker may use, in this order (module docstring)
-FEATURES = ("energy_gap", "packing", "basin", "space_group", "coulomb", "hbonds", "model_shift")
+FEATURES = ("energy_gap", "packing", "basin", "space_group", "coulomb", "hbonds", "model_shift", "model_recovery")
+#: features computed with a flow model
+MODEL_FEATURES = ("model_shift", "model_recovery")
 #: % of the CSD given to a space group outside :data:`CSD_FREQUENCY` (about that of the next rarest ones)
 RARE_GROUP_PERCENT = 0.3
 #: lowest-energy candidates a ranker reorders (the rest follow in energy order): the ones it was trained on
 RANK_TOP = 100
 #: clusters per model call of :func:`model_shift`
 SHIFT_BATCH = 16
+#: noise preset of :func:`model_recovery` (the one the search model was trained on)
+RECOVERY_NOISE = "melt"
+#: noise draws per candidate of :func:`model_recovery`
+RECOVERY_DRAWS = 2
+#: Euler steps of the flow in :func:`model_recovery`
+RECOVERY_STEPS = 10
 #: format version of a saved ranker
 RANKER_VERSION = 1
 
@@ -94,10 +106,42 @@ def model_shift(crystals, model, batch: int = SHIFT_BATCH) -> np.ndarray:
     return np.asarray(out, dtype=np.float64)
 
 
+def model_recovery(crystals, model, draws: int = RECOVERY_DRAWS, steps: int = RECOVERY_STEPS, seed: int = 0,
+                   batch: int = SHIFT_BATCH) -> np.ndarray:
+    """[K] degrees: for each crystal, the mean over ``draws`` of the orientation error
+    (:func:`crystalflow.evaluation.metrics.orientation_error`) between its 17-molecule cluster and the flow
+    ``model``'s prediction (``steps`` Euler steps, molecules rigid) from a copy of the cluster with every
+    molecule turned and moved independently by the :data:`RECOVERY_NOISE` noise (crystal k's draws seeded by
+    ``[seed, k]``): small when the model returns a melted copy to the candidate. Deterministic."""
+    from crystalflow.data.noise import apply_noise, noise_model
+    from crystalflow.evaluation.metrics import orientation_error
+    from crystalflow.evaluation.sampling import sample_records
+
+    noise = noise_model(RECOVERY_NOISE)
+    device = next(model.parameters()).device
+    jobs = []  # (crystal position, cluster, record)
+    for k, c in enumerate(crystals):
+        cluster = c.cluster()
+        rng = np.random.default_rng([int(seed), k])
+        for _ in range(draws):
+            x_w = apply_noise(cluster, c.z, noise, rng).x_w
+            jobs.append((k, cluster, ClusterRecord(x_s=cluster.astype(np.float32), x_w=x_w.astype(np.float32), z=c.z)))
+    errors = np.zeros(len(crystals))
+    generator = torch.Generator().manual_seed(int(seed))
+    for start in range(0, len(jobs), batch):
+        part = jobs[start:start + batch]
+        with torch.no_grad():
+            result = sample_records(model, [r for _, _, r in part], samples=1, steps=steps, generator=generator,
+                                    device=device, rigid=True)
+        for (k, cluster, r), pred in zip(part, result.pred):
+            errors[k] += orientation_error(pred[0].double().cpu().numpy(), cluster, r.z) / draws
+    return errors
+
+
 def candidate_features(candidates, energies=None, model=None, features=FEATURES) -> np.ndarray:
     """[K, len(features)] features (module docstring) of one molecule's candidates
     (:class:`crystalflow.search.pipeline.Candidate`); ``energies`` [K] kJ/mol replace their lattice energies
-    (e.g. with a conformer's strain added); ``model``: the flow model of ``model_shift`` (needed only then)."""
+    (e.g. with a conformer's strain added); ``model``: the flow model of :data:`MODEL_FEATURES` (needed only for them)."""
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
         raise RankerError(f"unknown features {unknown}; known: {', '.join(FEATURES)}")
@@ -125,10 +169,12 @@ def candidate_features(candidates, energies=None, model=None, features=FEATURES)
         bonds = molecule_bonds(candidates[0].crystal.molecule, candidates[0].crystal.z)
         cols["hbonds"] = np.asarray([hydrogen_bonds(c.crystal.cluster(), c.crystal.z, bonds) for c in candidates],
                                     dtype=np.float64)
+    if any(f in features for f in MODEL_FEATURES) and model is None:
+        raise RankerError(f"the features {', '.join(f for f in features if f in MODEL_FEATURES)} need a flow model")
     if "model_shift" in features:
-        if model is None:
-            raise RankerError("the feature model_shift needs a flow model")
         cols["model_shift"] = model_shift([c.crystal for c in candidates], model)
+    if "model_recovery" in features:
+        cols["model_recovery"] = model_recovery([c.crystal for c in candidates], model)
     return np.stack([cols[f] for f in features], axis=1)
 
 
@@ -144,7 +190,7 @@ class Ranker:
 
     @property
     def needs_model(self) -> bool:
-        return "model_shift" in self.features
+        return any(f in MODEL_FEATURES for f in self.features)
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """[K] scores of features ``x`` [K, F] (columns in :attr:`features` order)."""
@@ -219,7 +265,7 @@ def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: in
     """Positions of the candidates in ``ranker``'s order and their scores. The candidates come in the search's
     order (lowest energy first); the first ``top`` of them (all with None) are ordered by score, highest first
     (ties keep the given order), and the rest follow as given, with NaN scores. ``model``: the flow model
-    when the ranker uses ``model_shift`` (default: the shipped search model)."""
+    when the ranker uses one of :data:`MODEL_FEATURES` (default: the shipped search model)."""
     n = len(candidates)
     head = n if top is None else min(n, top)
     scores = np.full(n, np.nan)
@@ -248,5 +294,6 @@ def top_k_solved(scores: np.ndarray, solved: np.ndarray, k: int) -> bool:
     return bool(np.asarray(solved, dtype=bool)[order[:k]].any()) if len(scores) else False
 
 
-__all__ = ["FEATURES", "Ranker", "RankerError", "candidate_features", "fit_ranker", "load_ranker", "model_shift",
+__all__ = ["FEATURES", "MODEL_FEATURES", "Ranker", "RankerError", "candidate_features", "fit_ranker", "load_ranker",
+           "model_recovery", "model_shift",
            "RANK_TOP", "rank_candidates", "ranking_order", "top_k_solved"]

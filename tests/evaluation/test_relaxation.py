@@ -86,6 +86,25 @@ def test_relax_pred_dir_is_scored(benzene, tmp_path):
     assert not (tmp_path / "relaxed.work").exists()
 
 
+def test_relax_pred_dir_records_its_charges_and_resumes_only_with_them(benzene, tmp_path):
+    from crystalflow.common.errors import UserError
+
+    pred = _pred_dir(tmp_path / "pred", benzene, [_clash(benzene.x)])
+    gasteiger = relax_pred_dir(pred, str(tmp_path / "g"), progress=False, periodic=False, max_steps=100,
+                               charge_model="gasteiger")
+    mmff = relax_pred_dir(pred, str(tmp_path / "m"), progress=False, periodic=False, max_steps=100)
+    assert gasteiger["relax_charges"] == "gasteiger" and mmff["relax_charges"] == "mmff"
+    xg = next(iter(read_predictions(str(tmp_path / "g")))).pred[0]
+    xm = next(iter(read_predictions(str(tmp_path / "m")))).pred[0]
+    assert not np.allclose(xg, xm)  # other charges, another minimum
+    (tmp_path / "r.work").mkdir()
+    (tmp_path / "r.work" / "charges.txt").write_text("gasteiger")  # an interrupted Gasteiger run
+    with pytest.raises(UserError, match="resume with --charges gasteiger"):
+        relax_pred_dir(pred, str(tmp_path / "r"), progress=False, periodic=False, max_steps=100)
+    with pytest.raises(UserError, match="unknown charge model"):
+        relax_pred_dir(pred, str(tmp_path / "x"), progress=False, charge_model="eem")
+
+
 def test_reconstruct_writes_cifs_and_a_table(benzene, tmp_path):
     pred = _pred_dir(tmp_path / "pred", benzene, [benzene.x, np.full_like(benzene.x, np.nan)])
     out = tmp_path / "cifs"

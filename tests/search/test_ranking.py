@@ -1,5 +1,5 @@
 """Learned ranking: hand-computed features, a fit that recovers a separating feature, the saved form, the
-shipped ranker, and model_shift's invariance."""
+shipped ranker, model_shift's invariance and model_recovery."""
 from __future__ import annotations
 
 import dataclasses
@@ -21,6 +21,7 @@ from crystalflow.search.ranking import (
     candidate_features,
     fit_ranker,
     load_ranker,
+    model_recovery,
     model_shift,
     rank_candidates,
     top_k_solved,
@@ -136,3 +137,26 @@ def test_the_shipped_ranker_loads_and_scores(crystals) -> None:
     cands = _candidates(crystals, [-80.0, -79.0, -70.0], [1, 0, 0], [(14, "P21/c")] * 3)
     ranked = rank_candidates(cands, ranker)
     assert sorted(c.index for c in ranked) == [0, 1, 2]
+
+
+def test_model_recovery_is_deterministic_and_turns_a_melted_crystal_back(embedded_dir) -> None:
+    from crystalflow.data.pipeline import BuildSettings, select
+    from crystalflow.data.noise import apply_noise, noise_model
+    from crystalflow.evaluation.metrics import orientation_error
+    from crystalflow.search.ranking import RECOVERY_DRAWS, RECOVERY_NOISE
+    from crystalflow.structure.cif import read_cif
+    from crystalflow.structure.crystal import SymmetricCrystal
+
+    crystal = read_cif(str(embedded_dir / "2100348-benzene.cif"))
+    molecules, _, _ = select(crystal, BuildSettings())
+    sc = SymmetricCrystal.from_crystal(crystal, molecules[0])
+    model = load_refiner()
+    r = model_recovery([sc], model, seed=3)
+    assert r.shape == (1,) and np.array_equal(r, model_recovery([sc], model, seed=3))
+    # the melted inputs' own error (the same draws): the model brings the molecules most of the way back
+    rng, cluster = np.random.default_rng([3, 0]), sc.cluster()
+    before = np.mean([orientation_error(apply_noise(cluster, sc.z, noise_model(RECOVERY_NOISE), rng).x_w, cluster, sc.z)
+                      for _ in range(RECOVERY_DRAWS)])
+    assert before > 10.0 and 0.0 <= r[0] < 0.75 * before
+    with pytest.raises(RankerError, match="flow model"):
+        candidate_features(_candidates([sc], [-50.0], [0], [(61, "Pbca")]), features=("model_recovery",))
