@@ -48,8 +48,10 @@ import torch
 
 from crystalflow.common.io import write_json
 from crystalflow.data.dataset import collate
+from crystalflow.data.noise import apply_noise, noise_model
 from crystalflow.data.shards import ClusterRecord
-from crystalflow.evaluation.sampling import rigid_projection
+from crystalflow.evaluation.metrics import orientation_error
+from crystalflow.evaluation.sampling import rigid_projection, sample_records
 from crystalflow.physics.energy import EnergySettings, crystal_energy
 from crystalflow.physics.forcefield import assign
 from crystalflow.search.spacegroups import CSD_FREQUENCY
@@ -113,10 +115,6 @@ def model_recovery(crystals, model, draws: int = RECOVERY_DRAWS, steps: int = RE
     ``model``'s prediction (``steps`` Euler steps, molecules rigid) from a copy of the cluster with every
     molecule turned and moved independently by the :data:`RECOVERY_NOISE` noise (crystal k's draws seeded by
     ``[seed, k]``): small when the model returns a melted copy to the candidate. Deterministic."""
-    from crystalflow.data.noise import apply_noise, noise_model
-    from crystalflow.evaluation.metrics import orientation_error
-    from crystalflow.evaluation.sampling import sample_records
-
     noise = noise_model(RECOVERY_NOISE)
     device = next(model.parameters()).device
     jobs = []  # (crystal position, cluster, record)

@@ -33,6 +33,7 @@ CHOICES = {
     ("predict", "mode"): V.PREDICT_MODES,
     ("predict", "rank"): V.SEARCH_RANKINGS,
     ("predict", "charges"): V.CHARGE_MODELS,
+    ("relax", "charges"): V.CHARGE_MODELS,
 }
 #: (command, option dest) -> the vocabulary default it must have
 DEFAULTS = {
