@@ -38,6 +38,7 @@ import time
 import numpy as np
 import torch
 
+from crystalflow.common.vocabulary import DEFAULT_CHARGE_MODEL
 from crystalflow.search.ranking import FEATURES, MODEL_FEATURES, RANK_TOP, candidate_features, fit_ranker, top_k_solved
 from crystalflow.search.refine import load_refiner
 
@@ -63,7 +64,8 @@ def load_pools(folder: str, model, model_name: str) -> list[dict]:
             x, seconds = stored["x"], float(stored["seconds"])
         else:
             t = time.perf_counter()
-            x = candidate_features(d["candidates"][:RANK_TOP], model=model)
+            x = candidate_features(d["candidates"][:RANK_TOP], model=model,
+                                   charge_model=d.get("charges", DEFAULT_CHARGE_MODEL))
             seconds = time.perf_counter() - t
             np.savez(cache, x=x, key=key, seconds=seconds)
         solved = np.array([lab["solved"] for lab in d["labels"]][:RANK_TOP], dtype=bool)

@@ -8,7 +8,8 @@ with and without the learned refinement at equal time, against today's model-mod
 
 Targets: with ``--split-of DATASET --split S``, the crystals of split S of a ``crystalflow build`` directory
 (its ``clusters.csv`` ``source`` paths, read relative to the current folder or to the dataset's parent); without
-it, the first files of ``--sets`` (the embedded COD CIFs and ``../shared/data/csd500``, skipped when absent).
+it, the first files of ``--sets`` (the embedded COD CIFs, ``../shared/data/csd500`` and ``../shared/data/ocelot``,
+skipped when absent; OCELOT's molecules exceed the search model's 50 atoms, so none trained it).
 Each CIF goes through ``read_cif`` → ``select(crystal, BuildSettings())`` (rejected files skipped); the true
 molecule is ``molecules[0]`` as it sits in the crystal (its crystal conformer, kept rigid). Kept: molecules
 with at most ``--max-heavy`` heavy atoms and ``--max-rotatable`` rotatable bonds (:func:`rotatable_bonds`), at
@@ -67,7 +68,8 @@ from crystalflow.structure.molecule_input import graph_molecule
 from crystalflow.structure.molecules import molecule_bonds
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETS = {"cod": str(embedded_cif_dir()), "csd500": os.path.join(HERE, "..", "..", "shared", "data", "csd500")}
+SHARED = os.path.join(HERE, "..", "..", "shared", "data")
+SETS = {"cod": str(embedded_cif_dir()), "csd500": os.path.join(SHARED, "csd500"), "ocelot": os.path.join(SHARED, "ocelot")}
 COMMON = {sg.number: sg for sg in COMMON_SPACE_GROUPS}
 TOP_K = (1, 10, 30)
 

@@ -48,7 +48,7 @@ def run(job) -> str:
     tmp = path + ".part"
     with open(tmp, "wb") as f:
         pickle.dump({"name": name, "true": true, "number": number, "rot": rot, "seconds": seconds,
-                     "candidates": result.candidates, "labels": lab}, f)
+                     "candidates": result.candidates, "labels": lab, "charges": args.charges}, f)
     os.replace(tmp, path)
     solved = [i + 1 for i, x in enumerate(lab) if x["solved"]]
     return f"{name}: {len(lab)} candidates in {seconds:.0f} s, solved at ranks {solved[:5]}"

@@ -251,7 +251,8 @@ def predict_crystals(
         from crystalflow.search.ranking import RANK_TOP, load_ranker, ranking_order
 
         _say(progress, f"ranking the {min(len(found), RANK_TOP)} lowest of {len(found)} crystals by the learned ranker")
-        order, s = ranking_order([c for *_, c in found], load_ranker(), energies=[e for e, *_ in found])
+        order, s = ranking_order([c for *_, c in found], load_ranker(), energies=[e for e, *_ in found],
+                                 charge_model=charges)
         found, scores = [found[i] for i in order], [float(s[i]) for i in order]  # NaN beyond RANK_TOP
     kept = []
     for rank, ((energy, k, conf_energy, c), score) in enumerate(zip(found[:samples], scores), start=1):

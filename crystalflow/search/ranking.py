@@ -47,6 +47,7 @@ import numpy as np
 import torch
 
 from crystalflow.common.io import write_json
+from crystalflow.common.vocabulary import DEFAULT_CHARGE_MODEL
 from crystalflow.data.dataset import collate
 from crystalflow.data.noise import apply_noise, noise_model
 from crystalflow.data.shards import ClusterRecord
@@ -136,10 +137,12 @@ def model_recovery(crystals, model, draws: int = RECOVERY_DRAWS, steps: int = RE
     return errors
 
 
-def candidate_features(candidates, energies=None, model=None, features=FEATURES) -> np.ndarray:
+def candidate_features(candidates, energies=None, model=None, features=FEATURES,
+                       charge_model: str = DEFAULT_CHARGE_MODEL) -> np.ndarray:
     """[K, len(features)] features (module docstring) of one molecule's candidates
     (:class:`crystalflow.search.pipeline.Candidate`); ``energies`` [K] kJ/mol replace their lattice energies
-    (e.g. with a conformer's strain added); ``model``: the flow model of :data:`MODEL_FEATURES` (needed only for them)."""
+    (e.g. with a conformer's strain added); ``model``: the flow model of :data:`MODEL_FEATURES` (needed only for them);
+    ``charge_model``: the atomic charges the candidates were relaxed with (for ``coulomb``)."""
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
         raise RankerError(f"unknown features {unknown}; known: {', '.join(FEATURES)}")
@@ -159,7 +162,7 @@ def candidate_features(candidates, energies=None, model=None, features=FEATURES)
         cols["space_group"] = np.log([CSD_FREQUENCY.get(c.space_group[0], RARE_GROUP_PERCENT) for c in candidates])
     if "coulomb" in features:
         crystals = [c.crystal for c in candidates]
-        ff = assign(crystals[0].z, crystals[0].molecule)
+        ff = assign(crystals[0].z, crystals[0].molecule, charge_model=charge_model)
         lattice = np.asarray([c.energy for c in candidates], dtype=np.float64)
         neutral = np.asarray(crystal_energy(crystals, ff, EnergySettings(charge_scale=0.0)), dtype=np.float64)
         cols["coulomb"] = (lattice - neutral) / np.maximum(np.abs(lattice), 1e-6)
@@ -258,12 +261,13 @@ def fit_ranker(pools: list[tuple[np.ndarray, np.ndarray]], features=FEATURES, l2
     return Ranker(tuple(features), res.x, mean, scale, {**(info or {}), "molecules": len(usable), "l2": l2})
 
 
-def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: int | None = RANK_TOP
-                  ) -> tuple[list[int], np.ndarray]:
+def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: int | None = RANK_TOP,
+                  charge_model: str = DEFAULT_CHARGE_MODEL) -> tuple[list[int], np.ndarray]:
     """Positions of the candidates in ``ranker``'s order and their scores. The candidates come in the search's
     order (lowest energy first); the first ``top`` of them (all with None) are ordered by score, highest first
     (ties keep the given order), and the rest follow as given, with NaN scores. ``model``: the flow model
-    when the ranker uses one of :data:`MODEL_FEATURES` (default: the shipped search model)."""
+    when the ranker uses one of :data:`MODEL_FEATURES` (default: the shipped search model); ``charge_model``: the
+    atomic charges the candidates were relaxed with."""
     n = len(candidates)
     head = n if top is None else min(n, top)
     scores = np.full(n, np.nan)
@@ -275,14 +279,15 @@ def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: in
         model = load_refiner()
     e = None if energies is None else list(energies)[:head]
     scores[:head] = ranker.score(candidate_features(candidates[:head], energies=e, model=model,
-                                                    features=ranker.features))
+                                                    features=ranker.features, charge_model=charge_model))
     return sorted(range(head), key=lambda i: (-scores[i], i)) + list(range(head, n)), scores
 
 
-def rank_candidates(candidates, ranker: Ranker, model=None, energies=None, top: int | None = RANK_TOP) -> list:
+def rank_candidates(candidates, ranker: Ranker, model=None, energies=None, top: int | None = RANK_TOP,
+                    charge_model: str = DEFAULT_CHARGE_MODEL) -> list:
     """A new list of the candidates in ``ranker``'s order (:func:`ranking_order`), each a copy with ``rank``
     renumbered from 1."""
-    order, _ = ranking_order(candidates, ranker, model, energies, top)
+    order, _ = ranking_order(candidates, ranker, model, energies, top, charge_model)
     return [replace(candidates[i], rank=r) for r, i in enumerate(order, start=1)]
 
 

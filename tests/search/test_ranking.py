@@ -65,6 +65,24 @@ def test_coulomb_share_is_zero_without_charges_and_bounded(crystals) -> None:
     assert np.all(np.isfinite(x)) and np.all(np.abs(x) < 5)
 
 
+
+def test_coulomb_share_uses_the_charges_the_candidates_were_relaxed_with(crystals, monkeypatch) -> None:
+    from crystalflow.physics.energy import EnergySettings, crystal_energy
+    from crystalflow.physics.forcefield import assign
+    from crystalflow.search import ranking
+
+    ff = assign(crystals[0].z, crystals[0].molecule, charge_model="gasteiger")
+    e = np.asarray(crystal_energy(list(crystals), ff))
+    neutral = np.asarray(crystal_energy(list(crystals), ff, EnergySettings(charge_scale=0.0)))
+    cands = _candidates(crystals, list(e), [0, 0, 0], [(14, "P21/c")] * 3)
+    x = candidate_features(cands, features=("coulomb",), charge_model="gasteiger")[:, 0]
+    np.testing.assert_allclose(x, (e - neutral) / np.abs(e))
+    asked = []
+    monkeypatch.setattr(ranking, "assign", lambda z, m, **kw: asked.append(kw) or assign(z, m, **kw))
+    candidate_features(cands, features=("coulomb",), charge_model="mmff")
+    assert asked == [{"charge_model": "mmff"}]
+
+
 def test_fit_recovers_the_separating_feature() -> None:
     rng = np.random.default_rng(0)
     pools = []
