@@ -18,7 +18,11 @@ candidates, so the same search time — sol_c@1/10/30 of:
   ``model_recovery``);
 - ``learned + model``: every feature, the model's from the flow model ``--model`` (default: the shipped search
   model), which is the only difference between the two learned rows: the learned model's share in the ranking;
-- ``energy + model``: ``energy_gap`` and ``model_recovery`` alone: lattice energy corrected by the model.
+- ``energy + model``: ``energy_gap`` and ``model_recovery`` alone: lattice energy corrected by the model;
+- ``energy + contacts``, ``learned + contacts``: with the contact prior's score
+  (:mod:`crystalflow.search.contact_prior`), the prior fitted on the same training molecules as the weights
+  (in the cross-validation, on the training folds only): their experimental crystals relaxed with the
+  pool's force field against their pools' candidates that are not the experimental packing.
 
 The search model was trained on the training molecules' experimental clusters, so on the training pools its
 features see crystals it learned (the cross-validation flatters them); the held-out rows do not.
@@ -39,20 +43,25 @@ import numpy as np
 import torch
 
 from crystalflow.common.vocabulary import DEFAULT_CHARGE_MODEL
+from crystalflow.physics.forcefield import assign
+from crystalflow.physics.relax import relax_crystal
+from crystalflow.search.contact_prior import crystal_histogram, fit_contact_prior
 from crystalflow.search.ranking import FEATURES, MODEL_FEATURES, RANK_TOP, candidate_features, fit_ranker, top_k_solved
 from crystalflow.search.refine import load_refiner
 
 TOP_K = (1, 10, 30)
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
 FOLDS = 5
+BASE = tuple(f for f in FEATURES if f != "contacts")  # the features computed once per pool (cached)
 
 
 def load_pools(folder: str, model, model_name: str) -> list[dict]:
-    """name, features [K, F] (all of FEATURES, of the RANK_TOP lowest), solved [K] of every pool with
-    candidates, in name order. Features are cached beside each pool (``NAME.features.npz``, valid for the same
-    FEATURES, RANK_TOP and model; with the seconds they took)."""
+    """name, features [K, F] (BASE, of the RANK_TOP lowest), their contact histograms ``hist`` [K, P, B], that
+    of the experimental crystal relaxed with the pool's force field ``true_hist`` [P, B], solved [K] of every
+    pool with candidates, in name order. Features are cached beside each pool (``NAME.features.npz``, valid for
+    the same BASE, RANK_TOP and model; with the seconds they took; histograms in ``NAME.contacts.npz``)."""
     pools = []
-    key = f"{','.join(FEATURES)}|{RANK_TOP}|{model_name}"
+    key = f"{','.join(BASE)}|{RANK_TOP}|{model_name}"
     for path in sorted(glob.glob(os.path.join(folder, "*.pkl"))):
         with open(path, "rb") as f:
             d = pickle.load(f)
@@ -64,12 +73,23 @@ def load_pools(folder: str, model, model_name: str) -> list[dict]:
             x, seconds = stored["x"], float(stored["seconds"])
         else:
             t = time.perf_counter()
-            x = candidate_features(d["candidates"][:RANK_TOP], model=model,
+            x = candidate_features(d["candidates"][:RANK_TOP], model=model, features=BASE,
                                    charge_model=d.get("charges", DEFAULT_CHARGE_MODEL))
             seconds = time.perf_counter() - t
             np.savez(cache, x=x, key=key, seconds=seconds)
+        contacts = path[:-4] + ".contacts.npz"
+        if os.path.exists(contacts):
+            stored = np.load(contacts)
+            hist, true_hist = stored["hist"], stored["true_hist"]
+        else:
+            true = d["true"]
+            ff = assign(true.z, true.molecule, charge_model=d.get("charges", DEFAULT_CHARGE_MODEL))
+            true_hist = crystal_histogram(relax_crystal(true, ff).crystal)
+            hist = np.stack([crystal_histogram(c.crystal) for c in d["candidates"][:RANK_TOP]])
+            np.savez(contacts, hist=hist, true_hist=true_hist)
         solved = np.array([lab["solved"] for lab in d["labels"]][:RANK_TOP], dtype=bool)
-        pools.append({"name": d["name"], "x": x, "solved": solved, "n": len(d["candidates"]),
+        pools.append({"name": d["name"], "x": x, "hist": hist, "true_hist": true_hist, "atoms": len(d["true"].z),
+                      "solved": solved, "n": len(d["candidates"]),
                       "seconds": d["seconds"], "feature_seconds": seconds,
                       "first": next((k + 1 for k, lab in enumerate(d["labels"]) if lab["solved"]), None)})
     return pools
@@ -88,10 +108,22 @@ def energy_scores(pools):  # the search's order: position in the energy-sorted l
     return [-np.arange(len(p["solved"]), dtype=np.float64) for p in pools]
 
 
+def with_contacts(pools, prior) -> list[np.ndarray]:
+    """Each pool's features in FEATURES order: BASE and the prior's contact score."""
+    return [np.column_stack([p["x"], prior.score(p["hist"], p["atoms"])]) for p in pools]
+
+
 def fitted_scores(train, test, names, l2):
     cols = columns(names)
-    ranker = fit_ranker([(p["x"][:, cols], p["solved"]) for p in train], features=names, l2=l2)
-    return ranker, [ranker.score(p["x"][:, cols]) for p in test]
+    prior = None
+    if "contacts" in names:
+        prior = fit_contact_prior(np.stack([p["true_hist"] for p in train]), [p["hist"][~p["solved"]] for p in train])
+        xtrain, xtest = with_contacts(train, prior), with_contacts(test, prior)
+    else:
+        xtrain, xtest = [p["x"] for p in train], [p["x"] for p in test]
+    ranker = fit_ranker([(x[:, cols], p["solved"]) for x, p in zip(xtrain, train)], features=names, l2=l2,
+                        prior=prior)
+    return ranker, [ranker.score(x[:, cols]) for x in xtest]
 
 
 def cross_validate(pools, names, l2) -> dict[int, float]:
@@ -124,8 +156,9 @@ def main() -> None:
     heldout = load_pools(args.heldout, model, model_name) if args.heldout else []
     print(f"{len(train)} training molecules ({sum(p['solved'].any() for p in train)} with a solving candidate), "
           f"{len(heldout)} held-out; features in {time.perf_counter() - t:.0f} s", flush=True)
-    sets = {"learned": tuple(f for f in FEATURES if f not in MODEL_FEATURES), "learned + model": FEATURES,
-            "energy + model": ("energy_gap", "model_recovery")}
+    plain = tuple(f for f in BASE if f not in MODEL_FEATURES)
+    sets = {"learned": plain, "learned + model": BASE, "energy + model": ("energy_gap", "model_recovery"),
+            "energy + contacts": ("energy_gap", "contacts"), "learned + contacts": plain + ("contacts",)}
     chosen = {}
     print(f"\ncross-validation on the training molecules ({FOLDS} folds)")
     print(f"{'ranking':34s} {'molecules':>9s} {'sol_c@1':>8s} {'sol_c@10':>9s} {'sol_c@30':>9s}")
@@ -151,6 +184,9 @@ def main() -> None:
         results[label] = sol(heldout, s)
         print(line(f"{label} (l2 {l2:g})", len(heldout), results[label]))
         print("    weights: " + ", ".join(f"{f} {w:+.2f}" for f, w in zip(names, rankers[label].weights)))
+    prior = rankers["energy + contacts"].prior
+    print(line("contact prior alone (no weights)", len(heldout), sol(heldout, [prior.score(p["hist"], p["atoms"])
+                                                                            for p in heldout])))
     print(f"\nper held-out molecule: search {np.median([p['seconds'] for p in heldout]):.0f} s (median), "
           f"{np.median([p['n'] for p in heldout]):.0f} distinct candidates, features of the {RANK_TOP} lowest "
           f"{np.median([p['feature_seconds'] for p in heldout]):.1f} s (median; max "

@@ -18,6 +18,9 @@ Features of one candidate, relative to the molecule's candidates where they depe
 - ``coulomb``: the electrostatic share of its lattice energy (E − E without charges) / |E|;
 - ``hbonds``: the hydrogen bonds of its molecule with its neighbours
   (:func:`crystalflow.structure.contacts.hydrogen_bonds`);
+- ``contacts`` (with a contact prior): how much its intermolecular contacts look like those of relaxed
+  experimental crystals rather than like the search's other candidates'
+  (:func:`crystalflow.search.contact_prior.contact_score`; the prior is saved with the ranker);
 - ``model_shift`` (with a flow model): Å RMS by which the model moves the candidate's 17-molecule cluster in
   one endpoint prediction from it (:func:`model_shift`), the whole-cluster motion removed: how far from a
   crystal it has learned the candidate looks;
@@ -55,13 +58,15 @@ from crystalflow.evaluation.metrics import orientation_error
 from crystalflow.evaluation.sampling import rigid_projection, sample_records
 from crystalflow.physics.energy import EnergySettings, crystal_energy
 from crystalflow.physics.forcefield import assign
+from crystalflow.search.contact_prior import ContactPrior, ContactPriorError, contact_score
 from crystalflow.search.spacegroups import CSD_FREQUENCY
 from crystalflow.structure.contacts import hydrogen_bonds
 from crystalflow.structure.geometry import kabsch
 from crystalflow.structure.molecules import molecule_bonds
 
 #: every feature a ranker may use, in this order (module docstring)
-FEATURES = ("energy_gap", "packing", "basin", "space_group", "coulomb", "hbonds", "model_shift", "model_recovery")
+FEATURES = ("energy_gap", "packing", "basin", "space_group", "coulomb", "hbonds", "model_shift", "model_recovery",
+            "contacts")
 #: features computed with a flow model
 MODEL_FEATURES = ("model_shift", "model_recovery")
 #: % of the CSD given to a space group outside :data:`CSD_FREQUENCY` (about that of the next rarest ones)
@@ -138,11 +143,12 @@ def model_recovery(crystals, model, draws: int = RECOVERY_DRAWS, steps: int = RE
 
 
 def candidate_features(candidates, energies=None, model=None, features=FEATURES,
-                       charge_model: str = DEFAULT_CHARGE_MODEL) -> np.ndarray:
+                       charge_model: str = DEFAULT_CHARGE_MODEL, prior: ContactPrior | None = None) -> np.ndarray:
     """[K, len(features)] features (module docstring) of one molecule's candidates
     (:class:`crystalflow.search.pipeline.Candidate`); ``energies`` [K] kJ/mol replace their lattice energies
     (e.g. with a conformer's strain added); ``model``: the flow model of :data:`MODEL_FEATURES` (needed only for them);
-    ``charge_model``: the atomic charges the candidates were relaxed with (for ``coulomb``)."""
+    ``charge_model``: the atomic charges the candidates were relaxed with (for ``coulomb``); ``prior``: the
+    contact prior of ``contacts`` (needed only for it)."""
     unknown = [f for f in features if f not in FEATURES]
     if unknown:
         raise RankerError(f"unknown features {unknown}; known: {', '.join(FEATURES)}")
@@ -176,6 +182,10 @@ def candidate_features(candidates, energies=None, model=None, features=FEATURES,
         cols["model_shift"] = model_shift([c.crystal for c in candidates], model)
     if "model_recovery" in features:
         cols["model_recovery"] = model_recovery([c.crystal for c in candidates], model)
+    if "contacts" in features:
+        if prior is None:
+            raise RankerError("the feature contacts needs a contact prior")
+        cols["contacts"] = contact_score([c.crystal for c in candidates], prior)
     return np.stack([cols[f] for f in features], axis=1)
 
 
@@ -188,6 +198,7 @@ class Ranker:
     mean: np.ndarray  #: [F] feature means of the training candidates
     scale: np.ndarray  #: [F] feature standard deviations of the training candidates
     info: dict | None = None  #: how it was trained (free form, saved with it)
+    prior: ContactPrior | None = None  #: the contact prior of the feature ``contacts`` (saved with it)
 
     @property
     def needs_model(self) -> bool:
@@ -200,7 +211,8 @@ class Ranker:
     def save(self, path: str) -> None:
         """Write the ranker as JSON (atomically, :func:`crystalflow.common.io.write_json`)."""
         write_json(path, {"version": RANKER_VERSION, "features": list(self.features), "weights": self.weights,
-                          "mean": self.mean, "scale": self.scale, "info": self.info or {}})
+                          "mean": self.mean, "scale": self.scale, "info": self.info or {},
+                          **({"contact_prior": self.prior.to_dict()} if self.prior is not None else {})})
 
     @classmethod
     def load(cls, path: str) -> "Ranker":
@@ -209,8 +221,8 @@ class Ranker:
                 d = json.load(f)
             ranker = cls(tuple(d["features"]), np.asarray(d["weights"], dtype=np.float64),
                          np.asarray(d["mean"], dtype=np.float64), np.asarray(d["scale"], dtype=np.float64),
-                         d.get("info"))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+                         d.get("info"), ContactPrior.from_dict(d["contact_prior"]) if "contact_prior" in d else None)
+        except (OSError, ValueError, KeyError, TypeError, ContactPriorError) as exc:
             raise RankerError(f"cannot read ranker {path}: {exc}") from None
         if d.get("version") != RANKER_VERSION or not all(
                 len(v) == len(ranker.features) for v in (ranker.weights, ranker.mean, ranker.scale)):
@@ -218,6 +230,8 @@ class Ranker:
         unknown = [f for f in ranker.features if f not in FEATURES]
         if unknown:
             raise RankerError(f"{path}: unknown features {unknown}")
+        if "contacts" in ranker.features and ranker.prior is None:
+            raise RankerError(f"{path}: uses the feature contacts but holds no contact prior")
         return ranker
 
 
@@ -229,7 +243,7 @@ def load_ranker(path: str | None = None) -> Ranker:
 
 
 def fit_ranker(pools: list[tuple[np.ndarray, np.ndarray]], features=FEATURES, l2: float = 1.0,
-               info: dict | None = None) -> Ranker:
+               info: dict | None = None, prior: ContactPrior | None = None) -> Ranker:
     """The ranker whose scores best order labelled searches: ``pools`` of (features [K, F], solved [K] bools),
     one per molecule. Minimises the mean over molecules (those with both kinds of candidate) of the mean
     logistic loss log(1 + exp(s_j − s_i)) over pairs of a solving i and a non-solving j, plus
@@ -258,7 +272,7 @@ def fit_ranker(pools: list[tuple[np.ndarray, np.ndarray]], features=FEATURES, l2
 
     w0 = np.zeros(allx.shape[1])
     res = minimize(loss, w0, jac=True, method="L-BFGS-B")
-    return Ranker(tuple(features), res.x, mean, scale, {**(info or {}), "molecules": len(usable), "l2": l2})
+    return Ranker(tuple(features), res.x, mean, scale, {**(info or {}), "molecules": len(usable), "l2": l2}, prior)
 
 
 def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: int | None = RANK_TOP,
@@ -279,7 +293,8 @@ def ranking_order(candidates, ranker: Ranker, model=None, energies=None, top: in
         model = load_refiner()
     e = None if energies is None else list(energies)[:head]
     scores[:head] = ranker.score(candidate_features(candidates[:head], energies=e, model=model,
-                                                    features=ranker.features, charge_model=charge_model))
+                                                    features=ranker.features, charge_model=charge_model,
+                                                    prior=ranker.prior))
     return sorted(range(head), key=lambda i: (-scores[i], i)) + list(range(head, n)), scores
 
 

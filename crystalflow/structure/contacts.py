@@ -109,3 +109,51 @@ def hydrogen_bonds(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, molecule: in
     given = np.linalg.norm(me[donor_h][:, None] - rest_a[None], axis=-1) < max_distance
     taken = np.linalg.norm(me[polar][:, None] - rest_h[None], axis=-1) < max_distance
     return int(given.sum() + taken.sum())
+
+
+#: atom classes of :func:`contact_histogram`: H on N/O (``Hd``, a hydrogen-bond donor H), other H, C, N, O, S,
+#: halogens (``X``) and any other element
+CONTACT_CLASSES = ("Hd", "H", "C", "N", "O", "S", "X", "other")
+#: Å: distance bins of :func:`contact_histogram`, 0.2 Å wide from 1.4 to 6.0 Å (shorter contacts fall in the first)
+CONTACT_EDGES = np.round(np.arange(1.4, 6.0 + 1e-9, 0.2), 2)
+_CLASS_OF = {atomic_number(e): CONTACT_CLASSES.index(c) for e, c in
+             (("C", "C"), ("N", "N"), ("O", "O"), ("S", "S"), ("F", "X"), ("Cl", "X"), ("Br", "X"), ("I", "X"))}
+_PAIR = np.zeros((len(CONTACT_CLASSES), len(CONTACT_CLASSES)), dtype=np.int64)
+for _a in range(len(CONTACT_CLASSES)):
+    for _b in range(_a, len(CONTACT_CLASSES)):
+        _PAIR[_a, _b] = _PAIR[_b, _a] = _a * len(CONTACT_CLASSES) - _a * (_a - 1) // 2 + (_b - _a)
+#: unordered class pairs of :func:`contact_histogram` (its rows)
+CONTACT_PAIRS = tuple(f"{CONTACT_CLASSES[a]}-{CONTACT_CLASSES[b]}" for a in range(len(CONTACT_CLASSES))
+                      for b in range(a, len(CONTACT_CLASSES)))
+
+
+def contact_classes(z: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """[n] index into :data:`CONTACT_CLASSES` of each atom (``bonds`` [B, 2]: the molecule's bond graph, which
+    tells a donor H, bonded to N or O, from the others)."""
+    zz = np.asarray(z).astype(np.int64).reshape(-1)
+    cls = np.array([_CLASS_OF.get(int(a), CONTACT_CLASSES.index("other")) for a in zz], dtype=np.int64)
+    polar = np.isin(zz, HBOND_ELEMENTS)
+    cls[zz == HYDROGEN] = CONTACT_CLASSES.index("H")
+    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
+        for h, other in ((i, j), (j, i)):
+            if zz[h] == HYDROGEN and polar[other]:
+                cls[h] = CONTACT_CLASSES.index("Hd")
+    return cls
+
+
+def contact_histogram(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, molecule: int = 0,
+                      edges: np.ndarray = CONTACT_EDGES) -> np.ndarray:
+    """[len(CONTACT_PAIRS), len(edges) − 1] counts of the contacts of one molecule of the cluster ``x`` [M, n, 3]
+    with the atoms of the others, by class pair (:func:`contact_classes`) and distance bin (``edges``, Å;
+    contacts shorter than the first edge are counted in the first bin, those from the last edge on not at all)."""
+    c = np.asarray(x, dtype=np.float64)
+    cls = contact_classes(z, bonds)
+    me = c[molecule]
+    rest = np.delete(c, molecule, axis=0).reshape(-1, 3)
+    d = np.linalg.norm(me[:, None, :] - rest[None, :, :], axis=-1)  # [n, (M-1) n]
+    pair = _PAIR[cls[:, None], np.tile(cls, c.shape[0] - 1)[None, :]]
+    keep = d < edges[-1]
+    b = np.clip(np.searchsorted(edges, d[keep], side="right") - 1, 0, len(edges) - 2)
+    out = np.zeros((len(CONTACT_PAIRS), len(edges) - 1))
+    np.add.at(out, (pair[keep], b), 1.0)
+    return out

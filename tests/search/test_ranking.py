@@ -178,3 +178,25 @@ def test_model_recovery_is_deterministic_and_turns_a_melted_crystal_back(embedde
     assert before > 10.0 and 0.0 <= r[0] < 0.75 * before
     with pytest.raises(RankerError, match="flow model"):
         candidate_features(_candidates([sc], [-50.0], [0], [(61, "Pbca")]), features=("model_recovery",))
+
+
+def test_a_ranker_with_contacts_saves_its_prior(crystals, tmp_path) -> None:
+    from crystalflow.search.contact_prior import ContactPrior, contact_score
+    from crystalflow.structure.contacts import CONTACT_EDGES, CONTACT_PAIRS
+
+    prior = ContactPrior(np.random.default_rng(0).normal(size=(len(CONTACT_PAIRS), len(CONTACT_EDGES) - 1)))
+    cands = _candidates(crystals, [-80.0, -79.0, -70.0], [0, 0, 0], [(14, "P21/c")] * 3)
+    with pytest.raises(RankerError, match="contact prior"):
+        candidate_features(cands, features=("contacts",))
+    x = candidate_features(cands, features=("energy_gap", "contacts"), prior=prior)
+    np.testing.assert_allclose(x[:, 1], contact_score(crystals, prior))
+    ranker = Ranker(("energy_gap", "contacts"), np.array([-1.0, 2.0]), np.zeros(2), np.ones(2), {}, prior)
+    ranker.save(str(tmp_path / "r.json"))
+    back = Ranker.load(str(tmp_path / "r.json"))
+    np.testing.assert_array_equal(back.prior.log_ratio, prior.log_ratio)
+    assert [c.index for c in rank_candidates(cands, back)] == [c.index for c in rank_candidates(cands, ranker)]
+    d = json.loads((tmp_path / "r.json").read_text())
+    del d["contact_prior"]
+    (tmp_path / "bad.json").write_text(json.dumps(d))
+    with pytest.raises(RankerError, match="no contact prior"):
+        Ranker.load(str(tmp_path / "bad.json"))

@@ -83,3 +83,31 @@ def test_hydrogen_bonds_counted_by_hand() -> None:
     assert hydrogen_bonds(far, z, bonds, 0) == 0
     methane_like = np.array([6, 1, 1])  # the same geometry with C: its H are no donors, C no acceptor
     assert hydrogen_bonds(dimer, methane_like, bonds, 0) == 0
+
+
+def test_contact_classes_tell_donor_hydrogens() -> None:
+    from crystalflow.structure.contacts import CONTACT_CLASSES, contact_classes
+
+    z = np.array([8, 1, 6, 1, 17, 5])  # O-H, C-H, Cl, B
+    cls = contact_classes(z, np.array([[0, 1], [2, 3]]))
+    assert [CONTACT_CLASSES[c] for c in cls] == ["O", "Hd", "C", "H", "X", "other"]
+
+
+def test_contact_histogram_counted_by_hand() -> None:
+    from crystalflow.structure.contacts import CONTACT_EDGES, CONTACT_PAIRS, contact_histogram
+
+    oh = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0]])  # O-H: a donor H
+    z, bonds = np.array([8, 1]), np.array([[0, 1]])
+    cluster = np.stack([oh, oh + [0.0, 3.1, 0.0], oh + [0.0, 0.0, 7.0], oh + [0.0, 0.0, -1.0]])
+    h = contact_histogram(cluster, z, bonds)
+    assert h.shape == (len(CONTACT_PAIRS), len(CONTACT_EDGES) - 1)
+    oo, ho, hh = (CONTACT_PAIRS.index(p) for p in ("O-O", "Hd-O", "Hd-Hd"))
+    # molecule 1 at 3.1 A: O-O and H-H 3.1 A (bin 3.0-3.2), O-H twice at 3.245 A (bin 3.2-3.4)
+    assert h[oo, 8] == 1 and h[hh, 8] == 1 and h[ho, 9] == 2
+    # molecule 3 at 1.0 A (and O-H at 1.39 A): all below the first edge, counted in the first bin
+    assert h[oo, 0] == 1 and h[hh, 0] == 1 and h[ho, 0] == 2
+    # molecule 2 at 7 A is beyond the last edge; nothing else is counted
+    assert h.sum() == 8
+    # molecule 1 sees molecule 0 at 3.1 A and molecule 3 at 3.257 A (O-O); molecule 2, 7.66 A away, not at all
+    h1 = contact_histogram(cluster, z, bonds, molecule=1)
+    assert h1[oo, 8] == 1 and h1[oo, 9] == 1 and h1[oo].sum() == 2
