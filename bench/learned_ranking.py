@@ -48,6 +48,7 @@ from crystalflow.physics.relax import relax_crystal
 from crystalflow.search.contact_prior import crystal_histogram, fit_contact_prior
 from crystalflow.search.ranking import FEATURES, MODEL_FEATURES, RANK_TOP, candidate_features, fit_ranker, top_k_solved
 from crystalflow.search.refine import load_refiner
+from crystalflow.structure.molecules import molecule_bonds
 
 TOP_K = (1, 10, 30)
 L2_GRID = (0.01, 0.1, 1.0, 10.0)
@@ -84,8 +85,9 @@ def load_pools(folder: str, model, model_name: str) -> list[dict]:
         else:
             true = d["true"]
             ff = assign(true.z, true.molecule, charge_model=d.get("charges", DEFAULT_CHARGE_MODEL))
-            true_hist = crystal_histogram(relax_crystal(true, ff).crystal)
-            hist = np.stack([crystal_histogram(c.crystal) for c in d["candidates"][:RANK_TOP]])
+            bonds = molecule_bonds(true.molecule, true.z)
+            true_hist = crystal_histogram(relax_crystal(true, ff).crystal, bonds)
+            hist = np.stack([crystal_histogram(c.crystal, bonds) for c in d["candidates"][:RANK_TOP]])
             np.savez(contacts, hist=hist, true_hist=true_hist)
         solved = np.array([lab["solved"] for lab in d["labels"]][:RANK_TOP], dtype=bool)
         pools.append({"name": d["name"], "x": x, "hist": hist, "true_hist": true_hist, "atoms": len(d["true"].z),

@@ -72,10 +72,11 @@ class ContactPrior:
         return prior
 
 
-def crystal_histogram(crystal) -> np.ndarray:
+def crystal_histogram(crystal, bonds: np.ndarray | None = None) -> np.ndarray:
     """[P, B] contacts of a :class:`~crystalflow.structure.crystal.SymmetricCrystal`'s central molecule with its
-    16 neighbours (its 17-molecule cluster)."""
-    bonds = molecule_bonds(crystal.molecule, crystal.z)
+    16 neighbours (its 17-molecule cluster); ``bonds``: its molecule's bond graph (found when None)."""
+    if bonds is None:
+        bonds = molecule_bonds(crystal.molecule, crystal.z)
     return contact_histogram(crystal.cluster(), crystal.z, bonds)
 
 
@@ -84,7 +85,8 @@ def contact_score(crystals, prior: ContactPrior) -> np.ndarray:
     crystals = list(crystals)
     if not crystals:
         return np.zeros(0)
-    return prior.score(np.stack([crystal_histogram(c) for c in crystals]), len(crystals[0].z))
+    bonds = molecule_bonds(crystals[0].molecule, crystals[0].z)  # one molecule: one bond graph
+    return prior.score(np.stack([crystal_histogram(c, bonds) for c in crystals]), len(crystals[0].z))
 
 
 def fit_contact_prior(crystals: np.ndarray, decoys: list[np.ndarray], pseudocount: float = PSEUDOCOUNT,

@@ -14,6 +14,8 @@ atom order in every molecule, ``z`` the ``[n]`` atomic numbers).
 """
 from __future__ import annotations
 
+from itertools import combinations_with_replacement
+
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -87,6 +89,17 @@ HBOND_ELEMENTS = (atomic_number("N"), atomic_number("O"))
 HBOND_DISTANCE = 2.5
 
 
+def donor_hydrogens(z: np.ndarray, bonds: np.ndarray) -> np.ndarray:
+    """[n] bools: the hydrogens covalently bonded (``bonds`` [B, 2]) to N or O, the hydrogen-bond donor H."""
+    zz = np.asarray(z).astype(np.int64).reshape(-1)
+    polar = np.isin(zz, HBOND_ELEMENTS)
+    donor = np.zeros(len(zz), dtype=bool)
+    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
+        donor[i] |= bool(zz[i] == HYDROGEN and polar[j])
+        donor[j] |= bool(zz[j] == HYDROGEN and polar[i])
+    return donor
+
+
 def hydrogen_bonds(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, molecule: int = 0,
                    max_distance: float = HBOND_DISTANCE) -> int:
     """Hydrogen bonds of one molecule of the cluster ``x`` [M, n, 3] with the others: contacts shorter than
@@ -95,12 +108,7 @@ def hydrogen_bonds(x: np.ndarray, z: np.ndarray, bonds: np.ndarray, molecule: in
     c = np.asarray(x, dtype=np.float64)
     zz = np.asarray(z).astype(np.int64).reshape(-1)
     polar = np.isin(zz, HBOND_ELEMENTS)
-    donor_h = np.zeros(len(zz), dtype=bool)
-    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
-        if zz[i] == HYDROGEN and polar[j]:
-            donor_h[i] = True
-        if zz[j] == HYDROGEN and polar[i]:
-            donor_h[j] = True
+    donor_h = donor_hydrogens(zz, bonds)
     if not donor_h.any() or not polar.any():
         return 0
     others = np.delete(np.arange(c.shape[0]), molecule)
@@ -118,13 +126,12 @@ CONTACT_CLASSES = ("Hd", "H", "C", "N", "O", "S", "X", "other")
 CONTACT_EDGES = np.round(np.arange(1.4, 6.0 + 1e-9, 0.2), 2)
 _CLASS_OF = {atomic_number(e): CONTACT_CLASSES.index(c) for e, c in
              (("C", "C"), ("N", "N"), ("O", "O"), ("S", "S"), ("F", "X"), ("Cl", "X"), ("Br", "X"), ("I", "X"))}
-_PAIR = np.zeros((len(CONTACT_CLASSES), len(CONTACT_CLASSES)), dtype=np.int64)
-for _a in range(len(CONTACT_CLASSES)):
-    for _b in range(_a, len(CONTACT_CLASSES)):
-        _PAIR[_a, _b] = _PAIR[_b, _a] = _a * len(CONTACT_CLASSES) - _a * (_a - 1) // 2 + (_b - _a)
+_CLASS_PAIRS = tuple(combinations_with_replacement(range(len(CONTACT_CLASSES)), 2))
 #: unordered class pairs of :func:`contact_histogram` (its rows)
-CONTACT_PAIRS = tuple(f"{CONTACT_CLASSES[a]}-{CONTACT_CLASSES[b]}" for a in range(len(CONTACT_CLASSES))
-                      for b in range(a, len(CONTACT_CLASSES)))
+CONTACT_PAIRS = tuple(f"{CONTACT_CLASSES[a]}-{CONTACT_CLASSES[b]}" for a, b in _CLASS_PAIRS)
+_PAIR = np.zeros((len(CONTACT_CLASSES), len(CONTACT_CLASSES)), dtype=np.int64)  # class, class -> row
+for _k, (_a, _b) in enumerate(_CLASS_PAIRS):
+    _PAIR[_a, _b] = _PAIR[_b, _a] = _k
 
 
 def contact_classes(z: np.ndarray, bonds: np.ndarray) -> np.ndarray:
@@ -132,12 +139,8 @@ def contact_classes(z: np.ndarray, bonds: np.ndarray) -> np.ndarray:
     tells a donor H, bonded to N or O, from the others)."""
     zz = np.asarray(z).astype(np.int64).reshape(-1)
     cls = np.array([_CLASS_OF.get(int(a), CONTACT_CLASSES.index("other")) for a in zz], dtype=np.int64)
-    polar = np.isin(zz, HBOND_ELEMENTS)
     cls[zz == HYDROGEN] = CONTACT_CLASSES.index("H")
-    for i, j in np.asarray(bonds, dtype=np.int64).reshape(-1, 2):
-        for h, other in ((i, j), (j, i)):
-            if zz[h] == HYDROGEN and polar[other]:
-                cls[h] = CONTACT_CLASSES.index("Hd")
+    cls[donor_hydrogens(zz, bonds)] = CONTACT_CLASSES.index("Hd")
     return cls
 
 

@@ -65,7 +65,6 @@ def test_coulomb_share_is_zero_without_charges_and_bounded(crystals) -> None:
     assert np.all(np.isfinite(x)) and np.all(np.abs(x) < 5)
 
 
-
 def test_coulomb_share_uses_the_charges_the_candidates_were_relaxed_with(crystals, monkeypatch) -> None:
     from crystalflow.physics.energy import EnergySettings, crystal_energy
     from crystalflow.physics.forcefield import assign
